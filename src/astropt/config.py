@@ -1,0 +1,464 @@
+"""Typed configuration: one dataclass per concern, loaded from YAML/TOML, overridable.
+
+A config file is a mapping with the sections ``model``, ``data`` and ``train`` (each
+optional). Values are validated once here, at the edge, and trusted afterwards.
+Unknown keys are an error that names the key, so a typo never silently becomes a default.
+
+Overrides use dotted paths, ``model.n_layer=6`` or ``train.lr=3e-4``; list items are
+addressed by index (``model.modalities.0.patch_size=8``). Values are parsed as YAML
+scalars, so ``true``, ``1e-3`` and ``[1, 2]`` have their natural types.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin
+
+import yaml
+
+from astropt.atomic import atomic_write_text
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A configuration value or key is invalid. The message names the key."""
+
+
+# ----------------------------------------------------------------------------- modalities
+
+ModalityKind = Literal["image", "spectrum", "timeseries", "scalars"]
+
+
+@dataclass
+class ModalityConfig:
+    """How one modality is tokenised and embedded. Travels with the weights."""
+
+    name: str = "images"
+    """Name of the modality; also the key of its arrays in a batch."""
+    kind: ModalityKind = "image"
+    """Which tokeniser turns observations of this modality into tokens."""
+    field: str = ""
+    """Key of this modality's array in an observation record (default: the kind's name,
+    e.g. ``image``, ``spectrum``)."""
+    # --- image
+    image_size: int = 64
+    """Height and width (pixels) images are cropped/padded to before patching."""
+    n_channels: int = 3
+    """Number of bands (channels) of an image, in ``bands`` order."""
+    bands: list[str] = field(default_factory=list)
+    """Band names in channel order (e.g. ``[g, r, i, z]``); informative, checked on load."""
+    patch_size: int = 16
+    """Side of a square image patch (pixels); windows of ``patch_size`` samples for spectra."""
+    patch_order: Literal["spiral", "raster"] = "spiral"
+    """Order of patches in the sequence: spiral from the centre outwards, or row by row."""
+    normalize: Literal["patch", "none"] = "patch"
+    """Per-token standardisation (mean/std of each patch vector) or none."""
+    stretch: Literal["none", "asinh", "log"] = "none"
+    """Optional intensity stretch applied to the whole image before patching."""
+    stretch_scale: float = 1.0
+    """Softening scale of the asinh/log stretch: ``asinh(x / scale)``."""
+    flux_features: bool = False
+    """Append each patch's (asinh) mean and log std to its token so absolute flux survives."""
+    transpose_hw: bool = False
+    """Swap H and W before patching (reproduces the reference's HF-dataset convention)."""
+    # --- sequences (spectrum / timeseries / scalars)
+    max_tokens: int = 0
+    """Maximum tokens of a variable-length modality (0: derived from the image grid)."""
+    scalar_names: list[str] = field(default_factory=list)
+    """For ``scalars``: the catalogue quantities, one token each, in this order."""
+    # --- embedding
+    input_size: int = 0
+    """Token vector size; 0 means derived (``patch_size**2 * n_channels`` for images)."""
+    position: Literal["learned", "continuous"] = "learned"
+    """Position embedding: a learned table by token index, or a projection of a coordinate."""
+    pos_input_size: int = 1
+    """Size of the continuous coordinate vector when ``position == 'continuous'``."""
+    loss_weight: float = 1.0
+    """Weight of this modality in the training loss."""
+
+    def __post_init__(self) -> None:
+        if not self.field:
+            self.field = self.kind
+        if self.kind == "image":
+            if self.patch_size <= 0 or self.image_size % self.patch_size != 0:
+                raise ConfigError(
+                    f"modality {self.name!r}: image_size {self.image_size} is not a multiple "
+                    f"of patch_size {self.patch_size}"
+                )
+            if self.n_channels <= 0:
+                raise ConfigError(f"modality {self.name!r}: n_channels must be positive")
+            if self.bands and len(self.bands) != self.n_channels:
+                raise ConfigError(
+                    f"modality {self.name!r}: {len(self.bands)} bands {self.bands} but "
+                    f"n_channels={self.n_channels}"
+                )
+            expected = self.patch_size**2 * self.n_channels + (
+                2 * self.n_channels if self.flux_features else 0
+            )
+            if self.input_size == 0:
+                self.input_size = expected
+            elif self.input_size != expected:
+                raise ConfigError(
+                    f"modality {self.name!r}: input_size {self.input_size} does not match "
+                    f"patch_size**2 * n_channels = {expected}"
+                )
+        if self.kind == "scalars" and not self.max_tokens:
+            self.max_tokens = len(self.scalar_names)
+        if self.input_size <= 0 and self.kind != "image":
+            raise ConfigError(f"modality {self.name!r}: input_size must be set for {self.kind}")
+        if self.loss_weight < 0:
+            raise ConfigError(f"modality {self.name!r}: loss_weight must be >= 0")
+
+    @property
+    def n_tokens(self) -> int:
+        """Number of tokens one observation of this modality becomes (maximum, if variable)."""
+        if self.kind == "image":
+            return (self.image_size // self.patch_size) ** 2
+        return self.max_tokens
+
+
+# ----------------------------------------------------------------------------- model
+
+
+@dataclass
+class ModelConfig:
+    """Shape of an AstroPT model. Together with its modalities, it fully determines it."""
+
+    n_layer: int = 4
+    """Number of transformer blocks."""
+    n_head: int = 4
+    """Attention heads per block."""
+    n_embd: int = 128
+    """Width of the residual stream."""
+    block_size: int = 1024
+    """Longest sequence (all modalities together); also the size of learned position tables."""
+    dropout: float = 0.0
+    """Dropout on embeddings, attention and residual branches."""
+    bias: bool = False
+    """Biases in Linear and LayerNorm layers (False: the reference's default)."""
+    tokeniser: Literal["aim", "affine"] = "aim"
+    """Token encoder/decoder: AIM MLP (Linear-GELU-Linear, 4x hidden) or one Linear."""
+    attn: Literal["causal", "full"] = "causal"
+    """Attention mask of the transformer: causal (AR) or full (masked objective)."""
+    modalities: list[ModalityConfig] = field(default_factory=lambda: [ModalityConfig()])
+    """The modalities, in sequence order (see ``modality_order``)."""
+    modality_order: Literal["sorted", "config"] = "sorted"
+    """Sequence order of modalities: sorted by name (reference) or as listed."""
+    modality_tokens: bool = False
+    """Prepend a learned begin token to each modality's segment (multimodal models)."""
+    embed_layer: int = -1
+    """Block index (0-based) whose output is the default embedding; -1 = n_layer // 2."""
+    embed_pool: Literal["mean", "last", "exp_decay", "none"] = "mean"
+    """Default pooling of token embeddings."""
+    lora_r: int = 0
+    """LoRA rank carried over from a reference checkpoint (merged at load); 0: none."""
+
+    def __post_init__(self) -> None:
+        if self.n_layer <= 0 or self.n_head <= 0 or self.n_embd <= 0:
+            raise ConfigError("model: n_layer, n_head and n_embd must be positive")
+        if self.n_embd % self.n_head != 0:
+            raise ConfigError(
+                f"model: n_embd {self.n_embd} is not divisible by n_head {self.n_head}"
+            )
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"model.dropout must be in [0, 1), got {self.dropout}")
+        if not self.modalities:
+            raise ConfigError("model.modalities: at least one modality is required")
+        names = [m.name for m in self.modalities]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"model.modalities: duplicate names {names}")
+        if self.embed_layer >= self.n_layer or self.embed_layer < -1:
+            raise ConfigError(
+                f"model.embed_layer {self.embed_layer} out of range for n_layer {self.n_layer}"
+            )
+        n_tokens = self.sequence_length
+        if n_tokens > self.block_size:
+            raise ConfigError(
+                f"model.block_size {self.block_size} is smaller than the sequence "
+                f"({n_tokens} tokens from {names})"
+            )
+
+    @property
+    def default_embed_layer(self) -> int:
+        return self.n_layer // 2 if self.embed_layer < 0 else self.embed_layer
+
+    @property
+    def ordered_modalities(self) -> list[ModalityConfig]:
+        if self.modality_order == "sorted":
+            return sorted(self.modalities, key=lambda m: m.name)
+        return list(self.modalities)
+
+    @property
+    def sequence_length(self) -> int:
+        extra = 1 if self.modality_tokens else 0
+        return sum(m.n_tokens + extra for m in self.modalities)
+
+    def modality(self, name: str) -> ModalityConfig:
+        for m in self.modalities:
+            if m.name == name:
+                return m
+        raise KeyError(f"model has no modality {name!r}; it has {[m.name for m in self.modalities]}")
+
+
+# ----------------------------------------------------------------------------- data / train
+
+
+@dataclass
+class DataConfig:
+    """Where training data comes from and how it is batched."""
+
+    path: str = "data/synthetic"
+    """Prepared shard folder (or a source the loader understands)."""
+    synth_n: int = 4000
+    """If ``path`` does not exist and this is > 0, synthesise a survey of this many objects."""
+    synth_seed: int = 0
+    """Seed of the synthesised survey."""
+    val_fraction: float = 0.1
+    """Fraction of objects held out for validation (by a hash of the id: stable)."""
+    batch_size: int = 16
+    """Micro-batch size per process."""
+    num_workers: int = 0
+    """DataLoader worker processes."""
+    augment: bool = False
+    """Random flips, 90-degree rotations (images only; never colour changes)."""
+    seed: int = 0
+    """Seed of the shuffling order (with the epoch)."""
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation, precision, checkpointing and logging of a training run."""
+
+    out_dir: str = "runs/tiny"
+    objective: Literal["ar", "mae"] = "ar"
+    mask_ratio: float = 0.5
+    """Fraction of tokens masked by the ``mae`` objective."""
+    norm_targets: bool = False
+    """``mae``: standardise each target patch before the loss."""
+    max_steps: int = 1000
+    lr: float = 1e-3
+    min_lr: float = 1e-4
+    warmup_steps: int = 100
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    eps: float = 1e-8
+    grad_clip: float = 1.0
+    grad_accum: int = 1
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    compile: bool = False
+    device: str = "auto"
+    fsdp: bool = False
+    seed: int = 1337
+    eval_interval: int = 100
+    eval_batches: int = 8
+    log_interval: int = 10
+    ckpt_schedule: Literal["interval", "log", "even", "manual"] = "interval"
+    ckpt_interval: int = 500
+    ckpt_steps: list[int] = field(default_factory=list)
+    ckpt_count: int = 10
+    keep_last: int = 3
+    tensorboard: bool = False
+    wandb: bool = False
+    wandb_project: str = "astropt"
+
+    def __post_init__(self) -> None:
+        if self.max_steps <= 0:
+            raise ConfigError(f"train.max_steps must be positive, got {self.max_steps}")
+        if not 0.0 < self.mask_ratio < 1.0:
+            raise ConfigError(f"train.mask_ratio must be in (0, 1), got {self.mask_ratio}")
+        if self.grad_accum <= 0:
+            raise ConfigError("train.grad_accum must be positive")
+
+
+@dataclass
+class RunConfig:
+    """A whole run: the model, its data and its training."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+# ----------------------------------------------------------------------------- (de)serialisation
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _convert(value: Any, tp: Any, key: str) -> Any:
+    """Check/convert ``value`` to the annotated type ``tp``; errors name ``key``."""
+    origin = get_origin(tp)
+    if tp is Any:
+        return value
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__}")
+        return _from_dict(tp, value, key)
+    if origin is Literal:
+        choices = get_args(tp)
+        if value not in choices:
+            raise ConfigError(f"{key}: {value!r} is not one of {list(choices)}")
+        return value
+    if origin in (Union, types.UnionType):
+        args = get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(value, arg, key)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0] if errors else f"{key}: invalid value {value!r}")
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        (item_tp, *_) = get_args(tp) or (Any,)
+        return [_convert(v, item_tp, f"{key}.{i}") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return dict(value)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true/false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    raise ConfigError(f"{key}: unsupported config type {_type_name(tp)}")
+
+
+def _from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls) if f.init}
+    for key in data:
+        if key not in names:
+            where = f"{prefix}.{key}" if prefix else key
+            raise ConfigError(
+                f"unknown config key {where!r}; valid keys here: {sorted(names)}"
+            )
+    kwargs = {}
+    for key, value in data.items():
+        where = f"{prefix}.{key}" if prefix else key
+        kwargs[key] = _convert(value, hints[key], where)
+    try:
+        return cls(**kwargs)
+    except ConfigError as exc:
+        raise ConfigError(f"{prefix}: {exc}" if prefix and not str(exc).startswith(prefix) else str(exc)) from None
+
+
+def from_dict(cls: type[T], data: dict[str, Any]) -> T:
+    """Build a config dataclass from plain data, rejecting unknown keys and wrong types."""
+    return _from_dict(cls, data, "")
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """Plain-data view of a config dataclass (JSON/YAML serialisable)."""
+    return dataclasses.asdict(cfg)
+
+
+def config_hash(cfg: Any) -> str:
+    """Short stable hash of a config, for manifests and caches."""
+    blob = json.dumps(to_dict(cfg), sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def read_file(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a YAML or TOML config file into plain data."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    text = path.read_text()
+    try:
+        if path.suffix == ".toml":
+            import tomllib
+
+            data = tomllib.loads(text)
+        else:
+            data = yaml.safe_load(text) or {}
+    except Exception as exc:  # noqa: BLE001 - re-raised with the file name
+        raise ConfigError(f"config file {path} could not be parsed: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path}: top level must be a mapping")
+    return data
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``a.b.c=value`` overrides to plain config data (in place; returned too)."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like section.key=value")
+        dotted, raw = item.split("=", 1)
+        value = yaml.safe_load(raw) if raw != "" else ""
+        parts = dotted.strip().split(".")
+        node: Any = data
+        for part in parts[:-1]:
+            if isinstance(node, list):
+                node = node[int(part)]
+            else:
+                node = node.setdefault(part, {})
+        last = parts[-1]
+        if isinstance(node, list):
+            node[int(last)] = value
+        else:
+            node[last] = value
+    return data
+
+
+def _defaults_as_data(cls: type) -> dict[str, Any]:
+    return to_dict(cls())
+
+
+def load_config(
+    path: str | os.PathLike | None = None,
+    overrides: list[str] | None = None,
+    cls: type[T] = RunConfig,  # type: ignore[assignment]
+) -> T:
+    """Load a config file (or the defaults), apply overrides, validate. Errors name the key."""
+    data = read_file(path) if path is not None else {}
+    if overrides:
+        # Overrides may address list items that only exist in the defaults.
+        if cls is RunConfig:
+            base = _defaults_as_data(RunConfig)
+            for section, value in data.items():
+                if section in base and isinstance(value, dict):
+                    base[section].update(value)
+                else:
+                    base[section] = value
+            data = base
+        data = apply_overrides(data, overrides)
+    return from_dict(cls, data)
+
+
+def save_config(cfg: Any, path: str | os.PathLike) -> None:
+    """Write a resolved config as YAML (or JSON for ``.json``) atomically."""
+    path = Path(path)
+    data = to_dict(cfg)
+    text = json.dumps(data, indent=2) if path.suffix == ".json" else yaml.safe_dump(data, sort_keys=False)
+    atomic_write_text(path, text)

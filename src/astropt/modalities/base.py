@@ -1,0 +1,78 @@
+"""The Modality protocol: how raw observation arrays become tokens and back.
+
+A modality turns one observation (or a batch of them) into ``Tokens``: a ``(N, D)`` array
+of token vectors, their positions, an optional validity mask, and the normalisation
+statistics needed to invert the transform. Tokenisation is deterministic.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import torch
+
+from astropt.config import ModalityConfig
+
+
+class TokenizationError(ValueError):
+    """An observation cannot be tokenised (wrong shape, non-finite values, ...)."""
+
+
+@dataclass
+class Tokens:
+    """Tokens of one modality, batched or not.
+
+    Attributes:
+        values: ``(..., N, D)`` float token vectors.
+        positions: ``(..., N)`` integer indices (learned table) or ``(..., N, P)`` coordinates.
+        mask: ``(..., N)`` bool, True where a token is real (None: all real).
+        stats: normalisation statistics needed by ``detokenize``.
+    """
+
+    values: torch.Tensor
+    positions: torch.Tensor
+    mask: torch.Tensor | None = None
+    stats: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+class Modality(Protocol):
+    """What every modality provides."""
+
+    config: ModalityConfig
+
+    def tokenize(self, obs: torch.Tensor) -> Tokens: ...
+
+    def tokenize_records(self, records: list[dict]) -> Tokens:
+        """Tokenise a batch of observation records -> ``(B, N, D)`` tokens (+ mask if ragged)."""
+        ...
+
+    def detokenize(self, tokens: Tokens) -> torch.Tensor: ...
+
+
+_REGISTRY: dict[str, Callable[[ModalityConfig], Modality]] = {}
+
+
+def register(kind: str) -> Callable[[type], type]:
+    """Class decorator: register a modality implementation under ``kind``."""
+
+    def wrap(cls: type) -> type:
+        _REGISTRY[kind] = cls
+        return cls
+
+    return wrap
+
+
+def build_modality(config: ModalityConfig) -> Modality:
+    """Instantiate the tokeniser of a modality config."""
+    # Import the implementations so that they register themselves.
+    from astropt import modalities  # noqa: F401
+
+    try:
+        factory = _REGISTRY[config.kind]
+    except KeyError:
+        raise ValueError(
+            f"modality {config.name!r}: unknown kind {config.kind!r}; known: {sorted(_REGISTRY)}"
+        ) from None
+    return factory(config)

@@ -1,0 +1,156 @@
+"""Transformer building blocks: attention (SDPA, causal/full, padding masks, KV cache),
+MLP, pre-LayerNorm block, and the token MLP used by tokeniser encoders/decoders.
+
+Parameter names follow nanoGPT/the reference (``c_attn``, ``c_proj``, ``c_fc``, ``ln_1``),
+so that published checkpoints map onto these modules one to one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+def gelu_tanh(x: torch.Tensor) -> torch.Tensor:
+    """GELU with the tanh approximation (GPT-2 / the reference's ``new_gelu``)."""
+    return F.gelu(x, approximate="tanh")
+
+
+class TokenMLP(nn.Module):
+    """Maps token vectors between data space and the residual stream.
+
+    ``aim``: Linear -> GELU(tanh) -> Linear with a hidden width of ``4 * hidden_width``;
+    ``affine``: a single Linear.
+    """
+
+    def __init__(self, in_size: int, out_size: int, hidden_width: int, kind: str, bias: bool):
+        super().__init__()
+        self.kind = kind
+        if kind == "affine":
+            self.c_fc = nn.Linear(in_size, out_size, bias=bias)
+        elif kind == "aim":
+            self.c_fc = nn.Linear(in_size, 4 * hidden_width, bias=bias)
+            self.c_proj = nn.Linear(4 * hidden_width, out_size, bias=bias)
+        else:
+            raise ValueError(f"unknown tokeniser {kind!r}; use 'aim' or 'affine'")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.c_fc(x)
+        if self.kind == "aim":
+            x = self.c_proj(gelu_tanh(x))
+        return x
+
+
+@dataclass
+class KVCache:
+    """Keys and values of one attention layer, preallocated to ``max_len`` positions."""
+
+    k: torch.Tensor  # (B, n_head, max_len, head_dim)
+    v: torch.Tensor
+    length: int = 0
+
+    @classmethod
+    def empty(cls, batch: int, n_head: int, max_len: int, head_dim: int, like: torch.Tensor):
+        shape = (batch, n_head, max_len, head_dim)
+        return cls(like.new_zeros(shape), like.new_zeros(shape), 0)
+
+    def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        t = k.shape[2]
+        end = self.length + t
+        if end > self.k.shape[2]:
+            raise ValueError(f"KV cache overflow: {end} positions > capacity {self.k.shape[2]}")
+        self.k[:, :, self.length : end] = k
+        self.v[:, :, self.length : end] = v
+        self.length = end
+        return self.k[:, :, :end], self.v[:, :, :end]
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention with a fused QKV projection, through torch SDPA."""
+
+    def __init__(self, n_embd: int, n_head: int, dropout: float, bias: bool, causal: bool):
+        super().__init__()
+        self.c_attn = nn.Linear(n_embd, 3 * n_embd, bias=bias)
+        self.c_proj = nn.Linear(n_embd, n_embd, bias=bias)
+        self.resid_dropout = nn.Dropout(dropout)
+        self.n_head = n_head
+        self.dropout = dropout
+        self.causal = causal
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        key_mask: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+    ) -> torch.Tensor:
+        """Args:
+        x: ``(B, T, C)`` inputs (new positions only, when ``cache`` is given).
+        key_mask: ``(B, S)`` bool, True where a key position is a real token (S = keys seen).
+        cache: keys/values of earlier positions; the new ones are appended to it.
+        """
+        b, t, c = x.shape
+        q, k, v = self.c_attn(x).split(c, dim=2)
+        # (B, T, C) -> (B, n_head, T, head_dim)
+        q = q.view(b, t, self.n_head, c // self.n_head).transpose(1, 2)
+        k = k.view(b, t, self.n_head, c // self.n_head).transpose(1, 2)
+        v = v.view(b, t, self.n_head, c // self.n_head).transpose(1, 2)
+        offset = 0
+        if cache is not None:
+            offset = cache.length
+            k, v = cache.append(k, v)
+        s = k.shape[2]
+
+        attn_mask = None
+        is_causal = False
+        if key_mask is not None or (self.causal and offset > 0 and t > 1):
+            attn_mask = torch.ones(t, s, dtype=torch.bool, device=x.device)
+            if self.causal:
+                attn_mask = torch.tril(attn_mask, diagonal=offset)
+            if key_mask is not None:
+                attn_mask = attn_mask & key_mask[:, None, None, :s]  # (B, 1, T, S)
+        elif self.causal and t > 1:
+            is_causal = True
+        y = F.scaled_dot_product_attention(
+            q,
+            k,
+            v,
+            attn_mask=attn_mask,
+            dropout_p=self.dropout if self.training else 0.0,
+            is_causal=is_causal,
+        )
+        y = y.transpose(1, 2).reshape(b, t, c)  # (B, n_head, T, hd) -> (B, T, C)
+        return self.resid_dropout(self.c_proj(y))
+
+
+class MLP(nn.Module):
+    def __init__(self, n_embd: int, dropout: float, bias: bool):
+        super().__init__()
+        self.c_fc = nn.Linear(n_embd, 4 * n_embd, bias=bias)
+        self.c_proj = nn.Linear(4 * n_embd, n_embd, bias=bias)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.c_proj(gelu_tanh(self.c_fc(x))))
+
+
+class Block(nn.Module):
+    """Pre-LayerNorm transformer block: ``x + attn(ln(x))``, then ``x + mlp(ln(x))``."""
+
+    def __init__(self, n_embd: int, n_head: int, dropout: float, bias: bool, causal: bool):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(n_embd, bias=bias)
+        self.attn = SelfAttention(n_embd, n_head, dropout, bias, causal)
+        self.ln_2 = nn.LayerNorm(n_embd, bias=bias)
+        self.mlp = MLP(n_embd, dropout, bias)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        key_mask: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+    ) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), key_mask=key_mask, cache=cache)
+        return x + self.mlp(self.ln_2(x))
