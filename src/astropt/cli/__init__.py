@@ -15,6 +15,7 @@ import sys
 
 COMMAND_MODULES = [
     "astropt.cli.model",
+    "astropt.cli.data",
 ]
 
 
