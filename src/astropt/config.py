@@ -53,7 +53,7 @@ class ModalityConfig:
     """Height and width (pixels) images are cropped/padded to before patching."""
     n_channels: int = 3
     """Number of bands (channels) of an image, in ``bands`` order."""
-    bands: list[str] = field(default_factory=list)
+    bands: list[str] = dataclasses.field(default_factory=list)
     """Band names in channel order (e.g. ``[g, r, i, z]``); informative, checked on load."""
     patch_size: int = 16
     """Side of a square image patch (pixels); windows of ``patch_size`` samples for spectra."""
@@ -72,7 +72,7 @@ class ModalityConfig:
     # --- sequences (spectrum / timeseries / scalars)
     max_tokens: int = 0
     """Maximum tokens of a variable-length modality (0: derived from the image grid)."""
-    scalar_names: list[str] = field(default_factory=list)
+    scalar_names: list[str] = dataclasses.field(default_factory=list)
     """For ``scalars``: the catalogue quantities, one token each, in this order."""
     # --- embedding
     input_size: int = 0
