@@ -332,6 +332,13 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+    init_from: str = "scratch"
+    """``scratch``, ``resume`` (same as ``--resume``) or a pretrained folder / hub id whose
+    weights initialise the model."""
+    peak_tflops: float = 0.0
+    """Peak TFLOP/s per device for the MFU estimate (0: measured with a matmul at start)."""
+    figures: bool = True
+    """Write a reconstruction PNG at every evaluation."""
         return dict(value)
     if tp is bool:
         if not isinstance(value, bool):

@@ -16,6 +16,7 @@ import sys
 COMMAND_MODULES = [
     "astropt.cli.model",
     "astropt.cli.data",
+    "astropt.cli.train",
 ]
 
 

@@ -1,0 +1,42 @@
+"""From a run folder to release files: a pretrained folder from a checkpoint, loss curves."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from astropt.config import ModelConfig, from_dict
+from astropt.model.astropt import AstroPT
+from astropt.model.io import save_pretrained
+from astropt.train.checkpoint import load_latest
+from astropt.train.figures import plot_losses
+from astropt.train.logging import read_metrics
+
+log = logging.getLogger(__name__)
+
+
+def export(run_dir: str | Path, out: str | Path, step: int | None = None) -> Path:
+    """Write a pretrained folder (``model.safetensors`` + ``config.json``) from a checkpoint.
+
+    Args:
+        run_dir: a training run folder.
+        out: the folder to write.
+        step: which checkpoint (default: the latest loadable one).
+    """
+    state = load_latest(run_dir, step)
+    if state is None:
+        raise ValueError(f"{run_dir}: no checkpoint to export")
+    model = AstroPT(from_dict(ModelConfig, state["config"]["model"]))
+    model.load_state_dict({k.removeprefix("model."): v for k, v in state["model"].items()})
+    save_pretrained(model, out, extra={"run_config": state["config"], "step": state["step"]})
+    log.info("exported step %d of %s to %s", state["step"], run_dir, out)
+    return Path(out)
+
+
+def plot(run_dir: str | Path, out: str | Path | None = None) -> Path:
+    """Draw the loss curves of a run (``RUN_DIR/losses.png`` by default)."""
+    run_dir = Path(run_dir)
+    rows = read_metrics(run_dir)
+    if not rows:
+        raise ValueError(f"{run_dir}: no metrics.jsonl with records; is this a training run folder?")
+    return plot_losses(rows, out or run_dir / "losses.png", title=run_dir.name)

@@ -1,0 +1,410 @@
+"""The training loop: ``train(cfg)`` builds the named components, then ``fit`` runs
+``train_step`` / ``eval_step`` with checkpoints, metrics and figures.
+
+One loop for every scale: a single process, DDP or FSDP under ``torchrun``; AR or masked
+objective; fp32, bf16 or fp16 (with a GradScaler, CUDA only). Resuming restores model,
+optimizer, scaler, step, data position and RNG states, so the resumed losses are those of an
+uninterrupted run (bitwise in fp32 on the CPU).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict, set_state_dict
+from torch.nn.parallel import DistributedDataParallel
+from tqdm.auto import tqdm
+
+from astropt.config import ConfigError, RunConfig, save_config, to_dict
+from astropt.data.loader import Collator, ResumableLoader, ShardDataset
+from astropt.data.shards import MANIFEST, DataError
+from astropt.model.astropt import AstroPT
+from astropt.train import checkpoint as ckpt
+from astropt.train import distributed as dist_utils
+from astropt.train.figures import reconstruction_figure
+from astropt.train.logging import (
+    MetricsLogger,
+    flops_per_token,
+    measure_peak_flops,
+    truncate_metrics,
+)
+from astropt.train.optim import build_optimizer, lr_at, set_lr
+
+log = logging.getLogger(__name__)
+
+RUN_ENTRIES = ("config.yaml", "checkpoints", "metrics.jsonl", "final", "figures", "tensorboard")
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class TrainingError(ValueError):
+    """Training cannot go on (e.g. a non-finite loss); the message names the step and objects."""
+
+
+class LossModule(torch.nn.Module):
+    """The model's loss as a ``forward``, so that DDP/FSDP/compile hooks see the call."""
+
+    def __init__(self, model: AstroPT):
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: dict[str, torch.Tensor], objective: str, hide: dict | None, norm_targets: bool):
+        return self.model.loss(batch, objective=objective, hide=hide, norm_targets=norm_targets)
+
+
+# ----------------------------------------------------------------------------- set-up
+
+
+def check_config(cfg: RunConfig) -> None:
+    """Cross-section checks, before any work. The objective must match the attention."""
+    want = "full" if cfg.train.objective == "mae" else "causal"
+    if cfg.model.attn != want:
+        raise ConfigError(
+            f"train.objective={cfg.train.objective!r} needs model.attn={want!r} "
+            f"(got {cfg.model.attn!r}); set model.attn={want}"
+        )
+    if cfg.train.dtype == "float16" and not torch.cuda.is_available():
+        raise ConfigError("train.dtype=float16 needs a CUDA device; use bfloat16 on the CPU")
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    """``auto``: bf16 where the hardware has it (CUDA with bf16; CPUs with AVX512-BF16/AMX), else fp32."""
+    if name != "auto":
+        return DTYPES[name]
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        flags = ""
+    return torch.bfloat16 if ("avx512_bf16" in flags or "amx_bf16" in flags) else torch.float32
+
+
+def prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
+    """Refuse to reuse a run folder unless resuming or overwriting (which clears our files)."""
+    exists = any((run_dir / name).exists() for name in RUN_ENTRIES)
+    if exists and not (resume or overwrite):
+        raise FileExistsError(
+            f"{run_dir} already holds a training run; pass --resume to continue it or "
+            f"--overwrite to start again"
+        )
+    if overwrite and not resume:
+        for name in RUN_ENTRIES:
+            path = run_dir / name
+            if path.is_dir():
+                shutil.rmtree(path)
+            elif path.exists():
+                path.unlink()
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+
+def ensure_data(cfg: RunConfig, info: dist_utils.DistInfo) -> Path:
+    """The prepared data folder, synthesised first (by rank 0) if absent and ``synth_n > 0``."""
+    path = Path(cfg.data.path)
+    if not (path / MANIFEST).is_file():
+        if cfg.data.synth_n <= 0:
+            raise DataError(f"{path}: no prepared shards ({MANIFEST} missing) and data.synth_n=0")
+        if info.is_main:
+            from astropt.data.synthetic import synthesize
+
+            image = next((m for m in cfg.model.modalities if m.kind == "image"), None)
+            size = image.image_size if image else 64
+            bands = "".join(image.bands) if image and image.bands else "griz"[: image.n_channels if image else 4]
+            log.info("synthesising %d objects into %s", cfg.data.synth_n, path)
+            synthesize(path, cfg.data.synth_n, seed=cfg.data.synth_seed, image_size=size, bands=bands)
+        dist_utils.barrier()
+    return path
+
+
+@dataclass
+class Components:
+    """Everything a run holds, by name."""
+
+    cfg: RunConfig
+    info: dist_utils.DistInfo
+    run_dir: Path
+    model: AstroPT
+    core: LossModule  # what states are read from (FSDP-sharded in place when sharded)
+    parallel: torch.nn.Module  # core, DDP-wrapped when distributed
+    wrapped: torch.nn.Module  # parallel, compiled when asked
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    dtype: torch.dtype
+    train_loader: ResumableLoader
+    val_loader: ResumableLoader
+    logger: MetricsLogger
+    tokens_per_step: int
+    flops_per_step: float
+    peak_flops: float
+
+
+def build(cfg: RunConfig, info: dist_utils.DistInfo, run_dir: Path) -> Components:
+    """Data, model, wrappers, optimizer and logger of a run."""
+    t, d = cfg.train, cfg.data
+    data_path = ensure_data(cfg, info)
+    collate = Collator(cfg.model)
+    train_set = ShardDataset(data_path, cfg.model, "train", d.val_fraction, d.seed, d.augment)
+    val_set = ShardDataset(train_set.shards, cfg.model, "val", d.val_fraction, d.seed, False)
+    w, r = info.world_size, info.rank
+    train_loader = ResumableLoader(train_set, collate, d.batch_size, w, r, d.seed, True, d.num_workers,
+                                   pin_memory=info.device.type == "cuda")
+    val_batch = max(1, min(d.batch_size, len(val_set) // w))
+    val_loader = ResumableLoader(val_set, collate, val_batch, w, r, d.seed, False, 0)
+
+    torch.manual_seed(t.seed)  # the same initial weights on every rank
+    model = AstroPT(cfg.model)
+    if t.init_from not in ("scratch", "resume"):
+        from astropt.model.io import load_pretrained, load_state_strict
+
+        load_state_strict(model, load_pretrained(t.init_from).state_dict(), t.init_from)
+    model.to(info.device)
+    torch.manual_seed(t.seed + 1000 * r)  # per-rank streams (dropout) from here on
+    core = LossModule(model)
+    parallel = dist_utils.parallelize(core, info, fsdp=t.fsdp, find_unused=len(cfg.model.modalities) > 1)
+    wrapped = torch.compile(parallel) if t.compile else parallel
+    optimizer = build_optimizer(parallel, t, info.device)
+    dtype = resolve_dtype(t.dtype, info.device)
+    scaler = torch.amp.GradScaler(info.device.type, enabled=dtype == torch.float16)
+
+    n_params = model.num_params()
+    tokens_per_step = d.batch_size * t.grad_accum * w * cfg.model.sequence_length
+    peak = t.peak_tflops * 1e12 if t.peak_tflops > 0 else measure_peak_flops(dtype, info.device)
+    logger = MetricsLogger(run_dir, cfg, enabled=info.is_main)
+    log.info(
+        "model %.2fM parameters; global batch %d x %d x %d = %d tokens/step; dtype %s; peak %.2f TFLOP/s",
+        n_params / 1e6, d.batch_size, t.grad_accum, w, tokens_per_step, dtype, peak / 1e12,
+    )
+    return Components(cfg, info, run_dir, model, core, parallel, wrapped, optimizer, scaler, dtype,
+                      train_loader, val_loader, logger, tokens_per_step,
+                      flops_per_token(cfg.model, n_params) * tokens_per_step, peak * w)
+
+
+# ----------------------------------------------------------------------------- steps
+
+
+def hide_masks(batch: dict[str, torch.Tensor], names: list[str], ratio: float, seed: list[int]) -> dict:
+    """MAE masks: exactly ``round(ratio * n)`` hidden tokens per object and modality.
+
+    Drawn from a generator seeded by ``seed`` (run seed, step, micro-step, rank), so that the
+    masks of a step never depend on what ran before it: resuming reproduces them.
+    """
+    g = torch.Generator().manual_seed(hash(tuple(seed)) & 0x7FFFFFFF)
+    hide = {}
+    for name in names:
+        b, n = batch[name].shape[:2]
+        k = max(1, round(ratio * n))
+        ranks = torch.rand(b, n, generator=g).argsort(dim=1).argsort(dim=1)
+        hide[name] = (ranks < k).to(batch[name].device)
+    return hide
+
+
+@contextlib.contextmanager
+def gradient_sync(module: torch.nn.Module, enabled: bool) -> Iterator[None]:
+    """Skip the gradient all-reduce on accumulation micro-steps (DDP ``no_sync`` / FSDP)."""
+    if isinstance(module, DistributedDataParallel) and not enabled:
+        with module.no_sync():
+            yield
+    else:
+        if hasattr(module, "set_requires_gradient_sync"):
+            module.set_requires_gradient_sync(enabled)
+        yield
+
+
+def _to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+def compute_loss(c: Components, batch: dict[str, torch.Tensor], seed: list[int]) -> torch.Tensor:
+    t = c.cfg.train
+    hide = None
+    if t.objective == "mae":
+        names = [m.name for m in c.cfg.model.modalities if m.name in batch]
+        hide = hide_masks(batch, names, t.mask_ratio, seed)
+    with torch.autocast(c.info.device.type, dtype=c.dtype, enabled=c.dtype != torch.float32):
+        return c.wrapped(batch, t.objective, hide, t.norm_targets)
+
+
+def train_step(c: Components, batches: Iterator, step: int) -> float:
+    """One optimizer step over ``grad_accum`` micro-batches; returns the loss (mean over ranks)."""
+    t = c.cfg.train
+    set_lr(c.optimizer, lr_at(step, t))
+    total = torch.zeros((), device=c.info.device)
+    seen: list[tuple[list[str], float]] = []
+    for micro in range(t.grad_accum):
+        batch, ids = next(batches)
+        with gradient_sync(c.parallel, micro == t.grad_accum - 1):
+            loss = compute_loss(c, _to_device(batch, c.info.device), [t.seed, step, micro, c.info.rank])
+            c.scaler.scale(loss / t.grad_accum).backward()
+        total += loss.detach()
+        seen.append((ids, loss.detach()))
+    mean = dist_utils.mean_across_ranks(total / t.grad_accum).item()
+    if not torch.isfinite(torch.tensor(mean)):
+        bad = [ids for ids, value in seen if not torch.isfinite(value)]
+        bad_everywhere = [i for rank_ids in dist_utils.gather_objects(bad) for ids in rank_ids for i in ids]
+        c.optimizer.zero_grad(set_to_none=True)
+        raise TrainingError(
+            f"non-finite loss {mean} at step {step + 1}; offending objects {bad_everywhere[:32]}; "
+            f"the last good checkpoint is kept in {c.run_dir / ckpt.CKPT_DIR}"
+        )
+    if t.grad_clip > 0:
+        c.scaler.unscale_(c.optimizer)
+        torch.nn.utils.clip_grad_norm_(c.parallel.parameters(), t.grad_clip)
+    c.scaler.step(c.optimizer)
+    c.scaler.update()
+    c.optimizer.zero_grad(set_to_none=True)
+    return mean
+
+
+@torch.no_grad()
+def eval_step(c: Components) -> float:
+    """Mean loss over the first ``eval_batches`` batches of the validation split (fixed order)."""
+    c.wrapped.eval()
+    c.val_loader.load_state_dict({"epoch": 0, "position": 0})
+    batches = iter(c.val_loader)
+    n = min(c.cfg.train.eval_batches, c.val_loader.steps_per_epoch())
+    total = torch.zeros((), device=c.info.device)
+    for i in range(n):
+        batch, _ = next(batches)
+        total += compute_loss(c, _to_device(batch, c.info.device), [c.cfg.train.seed, -1, i, c.info.rank]).float()
+    c.wrapped.train()
+    return dist_utils.mean_across_ranks(total / max(n, 1)).item()
+
+
+# ----------------------------------------------------------------------------- state
+
+
+def save(c: Components, step: int) -> None:
+    """Checkpoint after ``step`` completed steps (full tensors, written by rank 0)."""
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    model_state, optim_state = get_state_dict(c.core, c.optimizer, options=options)
+    ranks = dist_utils.gather_objects({"loader": c.train_loader.state_dict(), "rng": ckpt.rng_state()})
+    if c.info.is_main:
+        state = {"model": model_state, "optimizer": optim_state, "scaler": c.scaler.state_dict(),
+                 "ranks": ranks, "world_size": c.info.world_size, "config": to_dict(c.cfg)}
+        ckpt.save_checkpoint(c.run_dir, step, state, c.cfg.train.keep_last)
+    dist_utils.barrier()
+
+
+def restore(c: Components) -> int:
+    """Load the latest good checkpoint into the components; returns its step (0: none)."""
+    ckpt.remove_stale_temporaries(c.run_dir)
+    state = ckpt.load_latest(c.run_dir)
+    if state is None:
+        log.warning("%s: nothing to resume from; starting at step 0", c.run_dir)
+        return 0
+    if state["config"]["model"] != to_dict(c.cfg.model):
+        raise ConfigError(f"{c.run_dir}: the model config differs from the checkpoint's; cannot resume")
+    options = StateDictOptions(full_state_dict=True)
+    set_state_dict(c.core, c.optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"],
+                   options=options)
+    c.scaler.load_state_dict(state["scaler"])
+    ranks, w = state["ranks"], c.info.world_size
+    if len(ranks) == w:
+        mine = ranks[c.info.rank]
+        c.train_loader.load_state_dict(mine["loader"])
+        ckpt.set_rng_state(mine["rng"])
+    else:
+        # Round-robin dealing: W_old ranks at position p have consumed the first p * W_old
+        # objects of the epoch's permutation, which W_new ranks cover at p * W_old / W_new.
+        old = ranks[0]["loader"]
+        position = old["position"] * len(ranks) // w
+        log.warning("resuming %d ranks from %d: data order continues, RNG streams are reseeded", w, len(ranks))
+        c.train_loader.load_state_dict({"epoch": old["epoch"], "position": position})
+        torch.manual_seed(c.cfg.train.seed + 1000 * c.info.rank + state["step"])
+    return int(state["step"])
+
+
+# ----------------------------------------------------------------------------- fit
+
+
+def _figure_records(c: Components, n: int = 4) -> list[dict[str, Any]]:
+    dataset = c.val_loader.dataset
+    return dataset.__getitems__(list(range(min(n, len(dataset)))))
+
+
+def fit(c: Components, start: int) -> None:
+    """Run steps ``start .. max_steps - 1`` with evaluation, figures and checkpoints."""
+    t = c.cfg.train
+    save_at = ckpt.scheduled_steps(t)
+    batches = iter(c.train_loader)
+    bar = tqdm(total=t.max_steps, initial=start, disable=not c.info.is_main, desc="train", dynamic_ncols=True)
+    figure_records = _figure_records(c) if (t.figures and c.info.is_main) else []
+    c.wrapped.train()
+    for step in range(start, t.max_steps):
+        tic = time.perf_counter()
+        loss = train_step(c, batches, step)
+        dt = time.perf_counter() - tic
+        done = step + 1
+        record: dict[str, Any] = {
+            "step": done, "loss": loss, "lr": lr_at(step, t), "epoch": c.train_loader.epoch,
+            "tokens_per_s": c.tokens_per_step / dt, "mfu": c.flops_per_step / dt / c.peak_flops,
+            "tokens": done * c.tokens_per_step,
+        }
+        if t.eval_interval > 0 and (done % t.eval_interval == 0 or done == t.max_steps):
+            record["val_loss"] = eval_step(c)
+            if figure_records:
+                reconstruction_figure(c.model, figure_records, t.objective,
+                                      c.run_dir / "figures" / f"recon-{done:08d}.png", t.mask_ratio)
+        if done % max(1, t.log_interval) == 0 or "val_loss" in record or done == t.max_steps:
+            c.logger.log(record)
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{record['tokens_per_s']:.0f}", mfu=f"{record['mfu']:.1%}")
+        if done in save_at:
+            save(c, done)
+    bar.close()
+
+
+def export_final(c: Components) -> Path:
+    """Write ``RUN_DIR/final`` (safetensors + config.json) from the full, gathered weights."""
+    from astropt.model.io import save_pretrained
+
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    model_state, _ = get_state_dict(c.core, c.optimizer, options=options)
+    final = c.run_dir / "final"
+    if c.info.is_main:
+        model = AstroPT(c.cfg.model)
+        model.load_state_dict({k.removeprefix("model."): v for k, v in model_state.items()})
+        save_pretrained(model, final, extra={"run_config": to_dict(c.cfg)})
+    dist_utils.barrier()
+    return final
+
+
+def train(cfg: RunConfig, resume: bool = False, overwrite: bool = False) -> Path:
+    """Train (or continue training) a model; returns the run folder.
+
+    The folder ``cfg.train.out_dir`` receives ``config.yaml``, ``metrics.jsonl``,
+    ``checkpoints/``, ``figures/`` and, at the end, ``final/`` (a pretrained folder).
+    Launched by ``torchrun`` it trains data-parallel (DDP, or FSDP with ``train.fsdp``).
+
+    Args:
+        resume: continue from the latest checkpoint of the run folder (also
+            ``train.init_from=resume``).
+        overwrite: start again in a folder that holds a run, deleting its files.
+    """
+    check_config(cfg)
+    resume = resume or cfg.train.init_from == "resume"
+    info = dist_utils.setup(cfg.train.device)
+    run_dir = Path(cfg.train.out_dir)
+    try:
+        if info.is_main:
+            prepare_run_dir(run_dir, resume, overwrite)
+            save_config(cfg, run_dir / "config.yaml")
+        dist_utils.barrier()
+        c = build(cfg, info, run_dir)
+        start = restore(c) if resume else 0
+        if info.is_main:
+            truncate_metrics(run_dir, start)
+        if start < cfg.train.max_steps:
+            fit(c, start)
+        export_final(c)
+        c.logger.close()
+    finally:
+        dist_utils.teardown()
+    return run_dir
