@@ -1,0 +1,183 @@
+"""Shared plumbing of the tasks: open data, check it fits the model, batch it, pick a dtype.
+
+Every task reads a prepared shard folder (or, when the sources package provides
+``open_source``, any source it understands), checks once before work starts that the data
+matches the model's modalities (fields present, band count, image size), and turns index
+ranges into the model's batch dict with the model's own tokenisers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from astropt.config import ModalityConfig
+from astropt.data.shards import MANIFEST, DataError, ShardSet
+from astropt.modalities import Tokens, build_modality
+from astropt.model import AstroPT, load_pretrained
+
+log = logging.getLogger(__name__)
+
+
+def open_data(path: str | os.PathLike) -> ShardSet:
+    """Open a prepared shard folder (or another source, when ``astropt.data.sources`` can)."""
+    path = Path(path)
+    if (path / MANIFEST).is_file():
+        return ShardSet(path)
+    opener = _source_opener()
+    if opener is not None:
+        return opener(path)
+    raise DataError(
+        f"{path}: not a prepared shard folder (no {MANIFEST}); prepare it first with "
+        "`astropt data prepare`"
+    )
+
+
+def _source_opener() -> Any:
+    try:
+        module = importlib.import_module("astropt.data.sources")
+    except ImportError:
+        return None
+    return getattr(module, "open_source", None)
+
+
+def load_model(model: AstroPT | str | os.PathLike, device: str = "cpu") -> AstroPT:
+    """A model object, or load one from a pretrained folder / ``ckpt.pt`` / hub id."""
+    if isinstance(model, AstroPT):
+        return model
+    return load_pretrained(model, map_location=device)
+
+
+def used_modalities(model: AstroPT, data: ShardSet, names: list[str] | None = None) -> list[ModalityConfig]:
+    """The model modalities to feed, checked against the data before any work.
+
+    Raises:
+        DataError: a modality's field is missing from the data, or its band count / image
+            size differ from the model's. The message names the model modality and the data.
+    """
+    configs = model.config.modalities if names is None else [model.config.modality(n) for n in names]
+    arrays = data.arrays
+    where = getattr(data, "directory", data)
+    for m in configs:
+        if m.field not in arrays:
+            raise DataError(
+                f"the model needs modality {m.name!r} (field {m.field!r}) but data {where} has "
+                f"only {sorted(arrays)}; pass the modalities to use, or use matching data"
+            )
+        spec = arrays[m.field]
+        if m.kind == "image":
+            shape = list(spec.shape)
+            if len(shape) != 3:
+                raise DataError(f"data {where}: field {m.field!r} has shape {shape}, not (C, H, W)")
+            c, h, w = shape
+            bands = f" ({', '.join(m.bands)})" if m.bands else ""
+            if c != m.n_channels:
+                raise DataError(
+                    f"model modality {m.name!r} expects {m.n_channels} bands{bands} but data "
+                    f"{where} has images with {c} bands"
+                )
+            if (h, w) != (m.image_size, m.image_size):
+                raise DataError(
+                    f"model modality {m.name!r} expects {m.image_size}x{m.image_size} images but "
+                    f"data {where} has {h}x{w}"
+                )
+    return configs
+
+
+def tokenize_rows(
+    rows: dict[str, Any], modalities: list[ModalityConfig], device: str | torch.device = "cpu"
+) -> tuple[dict[str, torch.Tensor], dict[str, Tokens]]:
+    """Turn a ``ShardSet.get_batch`` result into the model's batch dict (and the raw Tokens)."""
+    n = len(rows["id"])
+    batch: dict[str, torch.Tensor] = {}
+    tokens: dict[str, Tokens] = {}
+    for m in modalities:
+        records = [{"id": rows["id"][i], m.field: rows[m.field][i]} for i in range(n)]
+        tok = build_modality(m).tokenize_records(records)
+        tokens[m.name] = tok
+        batch[m.name] = tok.values.to(device)
+        batch[f"{m.name}_positions"] = tok.positions.to(device)
+        if tok.mask is not None:
+            batch[f"{m.name}_mask"] = tok.mask.to(device)
+    return batch, tokens
+
+
+def iter_batches(
+    data: ShardSet, indices: np.ndarray, batch_size: int
+) -> Iterator[tuple[np.ndarray, dict[str, Any]]]:
+    """Yield ``(indices, rows)`` for consecutive chunks of ``indices``."""
+    for start in range(0, len(indices), batch_size):
+        chunk = indices[start : start + batch_size]
+        yield chunk, data.get_batch(chunk)
+
+
+def cpu_supports_bf16() -> bool:
+    """True when the CPU has native bf16 matrix instructions (AVX512-BF16 or AMX)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_dtype(dtype: str, device: str | torch.device) -> torch.dtype:
+    """``auto`` -> bf16 where the hardware does it natively, fp32 otherwise."""
+    if dtype == "auto":
+        dev = torch.device(device)
+        if dev.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.bfloat16 if cpu_supports_bf16() else torch.float32
+    table = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+    if dtype not in table:
+        raise ValueError(f"unknown dtype {dtype!r}; choose auto, float32, bfloat16 or float16")
+    return table[dtype]
+
+
+def autocast(device: str | torch.device, dtype: torch.dtype) -> contextlib.AbstractContextManager:
+    """Mixed-precision context for inference (a no-op for float32)."""
+    if dtype == torch.float32:
+        return contextlib.nullcontext()
+    return torch.autocast(torch.device(device).type, dtype=dtype)
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def is_redshift(name: str) -> bool:
+    """Labels that get the astronomers' photo-z metrics (NMAD, outlier fraction)."""
+    lowered = name.lower()
+    return lowered in ("z", "zspec", "z_spec", "zphot", "photo_z") or "redshift" in lowered
+
+
+def label_vector(labels: dict[str, np.ndarray], name: str, where: str) -> np.ndarray:
+    """One label column, with clear errors when it is missing or carries no information."""
+    if name not in labels:
+        raise DataError(f"{where}: no label {name!r}; available labels: {sorted(labels)}")
+    values = np.asarray(labels[name])
+    if values.dtype.kind in "fiu":
+        finite = values[np.isfinite(values.astype(np.float64))]
+        if finite.size == 0 or np.all(finite == finite[0]):
+            raise DataError(f"{where}: label {name!r} is constant or missing for every object")
+    elif len(set(values.tolist())) < 2:
+        raise DataError(f"{where}: label {name!r} is constant ({values[0]!r}) for every object")
+    return values
+
+
+def rare_flags(labels: dict[str, np.ndarray]) -> np.ndarray | None:
+    """Ground truth of anomalies when the data carries it: ``is_rare`` or ``kind != normal``."""
+    if "is_rare" in labels:
+        return np.asarray(labels["is_rare"]).astype(bool)
+    if "kind" in labels:
+        return np.asarray([str(k) != "normal" for k in labels["kind"]])
+    return None

@@ -1,0 +1,320 @@
+"""Stream a dataset through a model into an embeddings table (Parquet), resumably.
+
+Output: one Parquet file with the columns ``id``, ``embedding`` (``fixed_size_list<float32>``;
+with ``layer="all"`` one column ``embedding_l{k}`` per block instead), one
+``embedding_{modality}`` column per modality for multimodal models, and the data's label
+columns. The schema metadata (key ``astropt``) records the model, data, layer and pooling.
+
+Resumability: objects are cut into parts of ``part_size`` consecutive indices. Part ``k`` is
+written atomically to ``OUT.parts/part-{k:06d}.parquet``; a rerun skips finished parts.
+Under ``torchrun`` rank ``r`` of ``W`` computes the parts with ``k % W == r``, so ranks never
+write the same file. When all parts exist, rank 0 merges them into ``OUT`` (atomically,
+one part in memory at a time) and removes the parts folder.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+import torch.distributed as dist
+from tqdm.auto import tqdm
+
+from astropt.atomic import atomic_path, atomic_write_text
+from astropt.config import config_hash
+from astropt.data.shards import DataError, ShardSet
+from astropt.model import AstroPT
+from astropt.tasks.common import (
+    autocast,
+    iter_batches,
+    load_model,
+    open_data,
+    resolve_device,
+    resolve_dtype,
+    tokenize_rows,
+    used_modalities,
+)
+
+log = logging.getLogger(__name__)
+
+META_KEY = b"astropt"
+
+
+@dataclass
+class Embeddings:
+    """An embeddings table in memory: ids, one or more vector columns, labels, metadata."""
+
+    ids: list[str]
+    vectors: dict[str, np.ndarray]
+    labels: dict[str, np.ndarray]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def matrix(self, column: str = "embedding") -> np.ndarray:
+        """The ``(n, d)`` float32 matrix of one vector column."""
+        if column not in self.vectors:
+            raise DataError(f"embeddings have no column {column!r}; they have {sorted(self.vectors)}")
+        return self.vectors[column]
+
+    @property
+    def layer_columns(self) -> list[str]:
+        """``embedding_l0 .. embedding_l{L-1}`` when embedded with ``layer='all'``."""
+        cols = [c for c in self.vectors if c.startswith("embedding_l") and c[11:].isdigit()]
+        return sorted(cols, key=lambda c: int(c[11:]))
+
+    @property
+    def default_column(self) -> str:
+        if "embedding" in self.vectors:
+            return "embedding"
+        layers = self.layer_columns
+        return layers[len(layers) // 2] if layers else next(iter(self.vectors))
+
+    def index_of(self, object_id: str) -> int:
+        """Row of ``object_id``; a clear error (with how to list ids) when absent."""
+        try:
+            return self.ids.index(str(object_id))
+        except ValueError:
+            raise DataError(
+                f"id {object_id!r} is not in the embeddings ({len(self.ids)} objects, e.g. "
+                f"{self.ids[:3]}); list the ids with pyarrow.parquet.read_table(FILE, "
+                "columns=['id']) or `astropt data info`"
+            ) from None
+
+
+def embed(
+    model: AstroPT | str | os.PathLike,
+    data: ShardSet | str | os.PathLike,
+    out: str | os.PathLike,
+    layer: int | str | None = None,
+    pool: str | None = None,
+    batch_size: int = 64,
+    dtype: str = "auto",
+    device: str = "auto",
+    part_size: int = 4096,
+    modalities: list[str] | None = None,
+    indices: np.ndarray | None = None,
+    progress: bool = True,
+) -> Path:
+    """Embed every object of ``data`` (or ``indices`` of it) with ``model`` into ``out``.
+
+    Args:
+        layer: block index (default: the model's embedding layer) or ``"all"``.
+        pool: ``mean`` / ``last`` / ``exp_decay`` (default: the model's).
+        dtype: ``auto`` (bf16 where native), ``float32``, ``bfloat16`` or ``float16``.
+        part_size: objects per resumable part (memory is bounded by one part).
+        modalities: model modalities to feed (default: all of the model's).
+        indices: subset of object indices (e.g. a held-out split), in output order.
+
+    Returns:
+        The path of the merged Parquet file.
+    """
+    out = Path(out)
+    device = resolve_device(device)
+    model = load_model(model, device).to(device).eval()
+    data = open_data(data) if not isinstance(data, ShardSet) else data
+    configs = used_modalities(model, data, modalities)
+    indices = np.arange(len(data)) if indices is None else np.asarray(indices, dtype=np.int64)
+    if len(indices) == 0:
+        raise DataError(f"data {getattr(data, 'directory', data)}: nothing to embed (0 objects)")
+    all_layers = str(layer) == "all"
+    layer = None if all_layers or layer is None else int(layer)
+    pool = pool or model.config.embed_pool
+    meta = {
+        "model": config_hash(model.config),
+        "weights": _weights_signature(model),
+        "data": str(getattr(data, "directory", "")),
+        "n_objects": int(len(indices)),
+        "indices_hash": _array_hash(indices),
+        "part_size": int(part_size),
+        "layer": "all" if all_layers else (model.config.default_embed_layer if layer is None else layer),
+        "pool": pool,
+        "modalities": [m.name for m in configs],
+    }
+    parts_dir = _prepare_parts_dir(out, meta)
+    rank, world = _rank_world()
+    n_parts = (len(indices) + part_size - 1) // part_size
+    mine = [k for k in range(n_parts) if k % world == rank]
+    todo = [k for k in mine if not _part_complete(parts_dir, k, indices, part_size)]
+    if len(todo) < len(mine):
+        log.info("resuming: %d of %d parts already done", len(mine) - len(todo), len(mine))
+    amp = resolve_dtype(dtype, device)
+    bar = tqdm(total=sum(len(_part_range(k, indices, part_size)) for k in todo), disable=not progress,
+               desc=f"embed {out.name}", unit="obj")
+    for k in todo:
+        part = _part_range(k, indices, part_size)
+        table = _embed_part(model, data, configs, part, layer, all_layers, pool, batch_size, device, amp, bar)
+        with atomic_path(parts_dir / f"part-{k:06d}.parquet") as tmp:
+            pq.write_table(table, str(tmp))
+        _part_written(k)
+    bar.close()
+    if world > 1:
+        dist.barrier()
+    if rank == 0:
+        _merge(parts_dir, out, n_parts, meta)
+    if world > 1:
+        dist.barrier()
+    return out
+
+
+def _part_written(k: int) -> None:
+    """Hook called after each part is on disk (tests use it to simulate a kill)."""
+
+
+def _rank_world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _weights_signature(model: AstroPT) -> str:
+    """A cheap fingerprint of the weights, so parts of another model are never reused."""
+    with torch.no_grad():
+        total = sum(float(p.detach().double().abs().sum()) for p in model.parameters())
+    return f"{total:.10e}"
+
+
+def _array_hash(a: np.ndarray) -> str:
+    import hashlib
+
+    return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()[:16]
+
+
+def _prepare_parts_dir(out: Path, meta: dict[str, Any]) -> Path:
+    parts_dir = out.with_name(out.name + ".parts")
+    meta_path = parts_dir / "meta.json"
+    if meta_path.is_file():
+        old = json.loads(meta_path.read_text())
+        if old != meta:
+            changed = sorted(k for k in meta if old.get(k) != meta[k])
+            log.warning("%s: unfinished parts of a different job (%s differ); starting over", parts_dir, changed)
+            shutil.rmtree(parts_dir)
+    parts_dir.mkdir(parents=True, exist_ok=True)
+    if not meta_path.is_file():
+        atomic_write_text(meta_path, json.dumps(meta, indent=2))
+    return parts_dir
+
+
+def _part_range(k: int, indices: np.ndarray, part_size: int) -> np.ndarray:
+    return indices[k * part_size : (k + 1) * part_size]
+
+
+def _part_complete(parts_dir: Path, k: int, indices: np.ndarray, part_size: int) -> bool:
+    path = parts_dir / f"part-{k:06d}.parquet"
+    if not path.is_file():
+        return False
+    try:
+        rows = pq.ParquetFile(str(path)).metadata.num_rows
+    except (pa.ArrowInvalid, OSError) as exc:
+        log.warning("part %s is unreadable (%s); recomputing it", path, exc)
+        return False
+    return rows == len(_part_range(k, indices, part_size))
+
+
+def _embed_part(
+    model: AstroPT,
+    data: ShardSet,
+    configs: list,
+    part: np.ndarray,
+    layer: int | None,
+    all_layers: bool,
+    pool: str,
+    batch_size: int,
+    device: str,
+    amp: torch.dtype,
+    bar: tqdm,
+) -> pa.Table:
+    """Embeddings + labels of one part as an Arrow table."""
+    columns: dict[str, list[np.ndarray]] = {}
+    ids: list[str] = []
+    labels: dict[str, list[np.ndarray]] = {name: [] for name in data.label_names}
+    for _, rows in iter_batches(data, part, batch_size):
+        batch, _ = tokenize_rows(rows, configs, device)
+        for name, vec in embed_batch(model, batch, layer, all_layers, pool, device, amp).items():
+            columns.setdefault(name, []).append(vec)
+        ids.extend(rows["id"])
+        for name in labels:
+            labels[name].append(np.asarray(rows[name]))
+        bar.update(len(rows["id"]))
+    table: dict[str, pa.Array] = {"id": pa.array(ids, pa.string())}
+    for name, chunks in columns.items():
+        mat = np.concatenate(chunks).astype(np.float32)
+        table[name] = pa.FixedSizeListArray.from_arrays(pa.array(mat.reshape(-1)), mat.shape[1])
+    for name, chunks in labels.items():
+        table[name] = pa.array(np.concatenate(chunks))
+    return pa.table(table)
+
+
+def embed_batch(
+    model: AstroPT,
+    batch: dict[str, torch.Tensor],
+    layer: int | None = None,
+    all_layers: bool = False,
+    pool: str | None = None,
+    device: str = "cpu",
+    amp: torch.dtype = torch.float32,
+) -> dict[str, np.ndarray]:
+    """Embedding columns of one batch: ``embedding`` (or ``embedding_l{k}``) [+ per modality]."""
+    pool = pool or model.config.embed_pool
+    with torch.no_grad(), autocast(device, amp):
+        if all_layers:
+            per_layer = model.embed_all_layers(batch, pool=pool)
+            return {f"embedding_l{k}": _main(d).float().cpu().numpy() for k, d in enumerate(per_layer)}
+        out = model.embed(batch, layer=layer, pool=pool)
+    cols = {"embedding": _main(out).float().cpu().numpy()}
+    if len(out) > 1:
+        cols.update({f"embedding_{k}": v.float().cpu().numpy() for k, v in out.items() if k != "joint"})
+    return cols
+
+
+def _main(out: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The joint embedding of a multimodal model, the only one otherwise."""
+    return out["joint"] if "joint" in out else next(iter(out.values()))
+
+
+def _merge(parts_dir: Path, out: Path, n_parts: int, meta: dict[str, Any]) -> None:
+    paths = [parts_dir / f"part-{k:06d}.parquet" for k in range(n_parts)]
+    missing = [p.name for p in paths if not p.is_file()]
+    if missing:
+        raise DataError(f"{parts_dir}: parts {missing[:5]} are missing; rerun to finish them")
+    schema = pq.read_schema(str(paths[0])).with_metadata({META_KEY: json.dumps(meta).encode()})
+    with atomic_path(out) as tmp, pq.ParquetWriter(str(tmp), schema) as writer:
+        for path in paths:  # one part in memory at a time
+            writer.write_table(pq.read_table(str(path)).replace_schema_metadata(schema.metadata))
+    shutil.rmtree(parts_dir)
+    log.info("wrote %s (%d objects)", out, meta["n_objects"])
+
+
+def load_embeddings(path: str | os.PathLike) -> Embeddings:
+    """Read an embeddings Parquet file written by :func:`embed`."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such embeddings file (make one with `astropt embed`)")
+    try:
+        table = pq.read_table(str(path))
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise DataError(f"{path}: not a readable Parquet file ({exc})") from exc
+    if "id" not in table.column_names:
+        raise DataError(f"{path}: no 'id' column; not an embeddings file")
+    vectors, labels = {}, {}
+    for name in table.column_names:
+        col = table.column(name)
+        if name == "id":
+            continue
+        if pa.types.is_fixed_size_list(col.type):
+            flat = col.combine_chunks().flatten().to_numpy(zero_copy_only=False)
+            vectors[name] = flat.reshape(len(col), col.type.list_size).astype(np.float32, copy=False)
+        else:
+            labels[name] = col.to_numpy(zero_copy_only=False)
+    if not vectors:
+        raise DataError(f"{path}: no embedding columns")
+    raw = (table.schema.metadata or {}).get(META_KEY)
+    meta = json.loads(raw) if raw else {}
+    return Embeddings([str(i) for i in table.column("id").to_pylist()], vectors, labels, meta)
