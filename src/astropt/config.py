@@ -73,7 +73,19 @@ class ModalityConfig:
     max_tokens: int = 0
     """Maximum tokens of a variable-length modality (0: derived from the image grid)."""
     scalar_names: list[str] = dataclasses.field(default_factory=list)
-    """For ``scalars``: the catalogue quantities, one token each, in this order."""
+    """For ``scalars``: the catalogue quantities, one token each, in this order. A name is
+    read from ``record["labels"][name]`` or ``record[name]``; ``field[i]`` picks element
+    ``i`` of an array field (e.g. ``photometry[1]``)."""
+    scalar_mean: list[float] = dataclasses.field(default_factory=list)
+    """For ``scalars``: per-name means subtracted before tokenising (empty: none)."""
+    scalar_std: list[float] = dataclasses.field(default_factory=list)
+    """For ``scalars``: per-name scales divided out before tokenising (empty: none)."""
+    wavelength_range: list[float] = dataclasses.field(default_factory=lambda: [3000.0, 11000.0])
+    """For ``spectrum``: wavelengths (Angstrom) mapped to -1 and 1 (in log wavelength) to
+    make the continuous position of a window, so spectra on different grids share one model."""
+    ivar_weights: bool = False
+    """For ``spectrum``: weight the loss of each flux sample by its (normalised) inverse
+    variance, when the records carry ``<field>_ivar``."""
     # --- embedding
     input_size: int = 0
     """Token vector size; 0 means derived (``patch_size**2 * n_channels`` for images)."""
@@ -110,12 +122,62 @@ class ModalityConfig:
                     f"modality {self.name!r}: input_size {self.input_size} does not match "
                     f"patch_size**2 * n_channels = {expected}"
                 )
-        if self.kind == "scalars" and not self.max_tokens:
-            self.max_tokens = len(self.scalar_names)
+        if self.kind == "scalars":
+            self._check_scalars()
+        if self.kind in ("spectrum", "timeseries"):
+            self._check_sequence()
         if self.input_size <= 0 and self.kind != "image":
             raise ConfigError(f"modality {self.name!r}: input_size must be set for {self.kind}")
         if self.loss_weight < 0:
             raise ConfigError(f"modality {self.name!r}: loss_weight must be >= 0")
+
+    def _check_scalars(self) -> None:
+        n = len(self.scalar_names)
+        if n == 0:
+            raise ConfigError(f"modality {self.name!r}: scalars need scalar_names")
+        for what, stats in (("scalar_mean", self.scalar_mean), ("scalar_std", self.scalar_std)):
+            if stats and len(stats) != n:
+                raise ConfigError(
+                    f"modality {self.name!r}: {what} has {len(stats)} values for {n} scalar_names"
+                )
+        if any(s <= 0 for s in self.scalar_std):
+            raise ConfigError(f"modality {self.name!r}: scalar_std must be positive")
+        self.max_tokens = self.max_tokens or n
+        if self.max_tokens != n:
+            raise ConfigError(f"modality {self.name!r}: max_tokens must equal the {n} scalar_names")
+        self.input_size = self.input_size or 1
+        if self.input_size != 1:
+            raise ConfigError(f"modality {self.name!r}: scalar tokens have input_size 1")
+
+    def _check_sequence(self) -> None:
+        """Spectra and light curves: derived token and coordinate sizes, continuous positions."""
+        if self.max_tokens <= 0:
+            raise ConfigError(f"modality {self.name!r}: {self.kind} needs max_tokens > 0")
+        if self.kind == "spectrum":
+            if self.patch_size <= 0:
+                raise ConfigError(f"modality {self.name!r}: patch_size (window) must be positive")
+            lo, hi = (self.wavelength_range + [0.0, 0.0])[:2]
+            if len(self.wavelength_range) != 2 or not 0 < lo < hi:
+                raise ConfigError(
+                    f"modality {self.name!r}: wavelength_range must be [min, max] with "
+                    f"0 < min < max, got {self.wavelength_range}"
+                )
+            sizes = {"input_size": self.patch_size, "pos_input_size": 2}
+        else:
+            if not self.bands:
+                raise ConfigError(f"modality {self.name!r}: timeseries needs the band names in bands")
+            # (flux, error, one-hot band); 8 periods x sin/cos x (time, step to next point)
+            sizes = {"input_size": 2 + len(self.bands), "pos_input_size": 32}
+        self.position = "continuous"
+        for key, expected in sizes.items():
+            value = getattr(self, key)
+            # pos_input_size defaults to 1, which is never valid here: derive it.
+            if value in (0, 1) and expected != value:
+                setattr(self, key, expected)
+            elif value != expected:
+                raise ConfigError(
+                    f"modality {self.name!r}: {key} {value} does not match {expected} for {self.kind}"
+                )
 
     @property
     def n_tokens(self) -> int:
@@ -150,8 +212,9 @@ class ModelConfig:
     """Attention mask of the transformer: causal (AR) or full (masked objective)."""
     modalities: list[ModalityConfig] = field(default_factory=lambda: [ModalityConfig()])
     """The modalities, in sequence order (see ``modality_order``)."""
-    modality_order: Literal["sorted", "config"] = "sorted"
-    """Sequence order of modalities: sorted by name (reference) or as listed."""
+    modality_order: Literal["sorted", "config", "shuffle"] = "sorted"
+    """Sequence order of modalities: sorted by name (reference), as listed, or (``shuffle``)
+    drawn at random per training batch (evaluation and generation use the listed order)."""
     modality_tokens: bool = False
     """Prepend a learned begin token to each modality's segment (multimodal models)."""
     embed_layer: int = -1

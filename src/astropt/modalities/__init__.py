@@ -2,10 +2,16 @@
 
 from astropt.modalities.base import Modality, TokenizationError, Tokens, build_modality
 from astropt.modalities.image import ImageModality, raster_order, spiral_order
+from astropt.modalities.scalars import ScalarsModality
+from astropt.modalities.spectrum import SpectrumModality
+from astropt.modalities.timeseries import TimeSeriesModality
 
 __all__ = [
     "ImageModality",
     "Modality",
+    "ScalarsModality",
+    "SpectrumModality",
+    "TimeSeriesModality",
     "TokenizationError",
     "Tokens",
     "build_modality",

@@ -139,7 +139,11 @@ class AstroPT(nn.Module):
             hide: per modality ``(B, n)`` bool; True tokens are replaced by the mask token.
             names: modalities to use, in order (default: all present, configured order).
         """
-        names = names or self.modality_names(batch)
+        if names is None:
+            names = self.modality_names(batch)
+            if self.training and self.config.modality_order == "shuffle":
+                # One order per batch; the begin tokens tell the model which modality follows.
+                names = [names[i] for i in torch.randperm(len(names)).tolist()]
         parts, masks, segments = [], [], []
         start = 0
         any_mask = False
@@ -245,7 +249,8 @@ class AstroPT(nn.Module):
             objective: ``ar`` (next token) or ``mae`` (masked tokens, needs ``hide``).
             hide: for ``mae``, per modality ``(B, n)`` bool of masked tokens.
             weights: optional per-modality ``(B, n)`` or ``(B, n, D)`` loss weights
-                (e.g. inverse variances); multiplied into the element-wise loss.
+                (e.g. inverse variances); multiplied into the element-wise loss. By
+                default a batch's ``f"{name}_weights"`` entries are used.
             norm_targets: ``mae`` only: standardise each target token before the loss.
         """
         if objective == "ar":
@@ -270,6 +275,8 @@ class AstroPT(nn.Module):
         else:
             raise ValueError(f"unknown objective {objective!r}; use 'ar' or 'mae'")
 
+        if weights is None:
+            weights = {n: batch[f"{n}_weights"] for n in items if f"{n}_weights" in batch}
         total = h.new_zeros((), dtype=torch.float32)
         for name, (pred, target, mask) in items.items():
             elem = F.huber_loss(pred.float(), target.float(), reduction="none")

@@ -111,6 +111,11 @@ class SelfAttention(nn.Module):
                 attn_mask = torch.tril(attn_mask, diagonal=offset)
             if key_mask is not None:
                 attn_mask = attn_mask & key_mask[:, None, None, :s]  # (B, 1, T, S)
+                # Every query also sees its own key: a padding query whose earlier keys are
+                # all padding would otherwise get an all-masked row, i.e. NaN, which would
+                # then leak into real tokens through 0 * NaN. Real queries are unaffected.
+                rows = torch.arange(offset, offset + t, device=x.device)
+                attn_mask = attn_mask | (rows[:, None] == torch.arange(s, device=x.device))
         elif self.causal and t > 1:
             is_causal = True
         y = F.scaled_dot_product_attention(
