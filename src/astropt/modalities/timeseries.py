@@ -144,10 +144,10 @@ class TimeSeriesModality:
     def _tokens(self, time, band, flux, err, t0, lengths) -> Tokens:
         b, n = time.shape
         real = np.arange(n)[None, :] < lengths[:, None]
-        masked = np.where(real, flux, np.nan)
-        centre = np.nan_to_num(np.nanmedian(masked, axis=1, keepdims=True)) if real.any() else np.zeros((b, 1))
-        mad = np.nanmedian(np.abs(masked - centre), axis=1, keepdims=True) if real.any() else np.zeros((b, 1))
-        scale = np.nan_to_num(1.4826 * mad)
+        # Objects without a light curve get one dummy point so that medians are defined.
+        masked = np.where(real | (lengths == 0)[:, None], flux, np.nan)
+        centre = np.nanmedian(masked, axis=1, keepdims=True)
+        scale = 1.4826 * np.nanmedian(np.abs(masked - centre), axis=1, keepdims=True)
         scale = np.where(scale > 0, scale, 1.0)  # constant (or one-point) curves
         onehot = np.eye(len(self.bands))[band]
         values = np.concatenate([((flux - centre) / scale)[..., None], (err / scale)[..., None], onehot], -1)
