@@ -1,0 +1,36 @@
+"""Every shipped config loads, is consistent, and has the documented size."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from astropt.config import load_config
+from astropt.model.astropt import AstroPT
+from astropt.train.loop import check_config
+
+CONFIGS = sorted((Path(__file__).parents[2] / "configs").glob("*.yaml"))
+# Trunk shapes of the published AstroPT sizes (ARCHITECTURE.md "Reference model sizes").
+LADDER = {"1m": (4, 8, 128), "5m": (6, 8, 256), "10m": (6, 8, 384), "20m": (6, 8, 512), "70m": (12, 12, 768),
+          "95m": (12, 12, 768), "300m": (24, 16, 1024), "700m": (16, 8, 2048), "2.1b": (26, 32, 2560)}
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
+def test_shipped_config_is_valid(path):
+    cfg = load_config(path)
+    check_config(cfg)
+    with torch.device("meta"):
+        n_params = AstroPT(cfg.model).num_params()
+    size = path.stem.removeprefix("astropt-")
+    if size in LADDER:
+        m = cfg.model
+        assert (m.n_layer, m.n_head, m.n_embd) == LADDER[size]
+        assert m.sequence_length == m.block_size == 1024
+    if path.stem == "tiny-cpu":
+        assert n_params < 1_000_000
+
+
+def test_ladder_is_complete():
+    assert {p.stem.removeprefix("astropt-") for p in CONFIGS} >= set(LADDER)
