@@ -17,6 +17,7 @@ COMMAND_MODULES = [
     "astropt.cli.model",
     "astropt.cli.data",
     "astropt.cli.train",
+    "astropt.cli.tasks",
 ]
 
 

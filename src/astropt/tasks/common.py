@@ -181,3 +181,24 @@ def rare_flags(labels: dict[str, np.ndarray]) -> np.ndarray | None:
     if "kind" in labels:
         return np.asarray([str(k) != "normal" for k in labels["kind"]])
     return None
+
+
+def image_field(data: ShardSet) -> str | None:
+    """The first ``(C, H, W)`` array field of the data (for thumbnails), if any."""
+    for name, spec in data.arrays.items():
+        if len(spec.shape) == 3:
+            return name
+    return None
+
+
+def images_for_ids(data: ShardSet, ids: list[str], field: str | None = None) -> list[np.ndarray]:
+    """``(C, H, W)`` images of objects by id (for figures), in the order of ``ids``."""
+    field = field or image_field(data)
+    if field is None:
+        raise DataError(f"data {getattr(data, 'directory', data)} has no image field to show")
+    row_of = {object_id: k for k, object_id in enumerate(data.ids)}
+    missing = [i for i in ids if i not in row_of]
+    if missing:
+        raise DataError(f"ids {missing[:5]} are not in data {getattr(data, 'directory', data)}")
+    rows = data.get_batch([row_of[i] for i in ids], fields=[field])
+    return list(rows[field])

@@ -1,0 +1,67 @@
+"""Task heads for finetuning: regression or classification over pooled tokens.
+
+The backbone's embedding (output of block ``layer``, pooled over tokens, as ``embed``) feeds
+a small head. Unlike ``AstroPT.embed`` these functions keep gradients, so the backbone (or
+its LoRA adapters) can be trained through them.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from astropt.model.astropt import AstroPT, pool_tokens
+
+# Linear layers of the transformer blocks that LoRA adapts (not the tokenisers).
+LORA_TARGETS = r".*blocks\.\d+\.(attn\.c_attn|attn\.c_proj|mlp\.c_fc|mlp\.c_proj)"
+
+
+def pooled_features(
+    model: AstroPT, batch: dict[str, torch.Tensor], layer: int | None = None, pool: str | None = None
+) -> torch.Tensor:
+    """``(B, n_embd)`` embedding of a batch with gradients (joint over modalities)."""
+    layer = model.config.default_embed_layer if layer is None else layer
+    pool = pool or model.config.embed_pool
+    seq = model.assemble(batch)
+    x = model.run_blocks(seq.x, seq.key_mask, upto=layer)
+    if len(seq.segments) == 1:
+        s = seq.segments[0]
+        return pool_tokens(x[:, s.start : s.start + s.length], pool, batch.get(f"{s.name}_mask"))
+    return pool_tokens(x, "mean", seq.key_mask)
+
+
+class TaskHead(nn.Module):
+    """LayerNorm + (optional hidden layer) + Linear to ``n_out`` values or class logits."""
+
+    def __init__(self, n_embd: int, n_out: int, hidden: int = 0, dropout: float = 0.0):
+        super().__init__()
+        layers: list[nn.Module] = [nn.LayerNorm(n_embd)]
+        if hidden:
+            layers += [nn.Linear(n_embd, hidden), nn.GELU(), nn.Dropout(dropout)]
+        layers.append(nn.Linear(hidden or n_embd, n_out))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.net(features)
+
+
+class FinetuneModel(nn.Module):
+    """A backbone (plain, or wrapped with LoRA adapters) and a head on its pooled embedding."""
+
+    def __init__(self, backbone: nn.Module, head: TaskHead, layer: int | None = None, pool: str | None = None):
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+        self.layer = layer
+        self.pool = pool
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.head(pooled_features(self.astropt, batch, self.layer, self.pool))
+
+    @property
+    def astropt(self) -> AstroPT:
+        """The AstroPT module inside a possible peft wrapper."""
+        model = self.backbone
+        while not isinstance(model, AstroPT):
+            model = model.base_model.model if hasattr(model, "base_model") else model.model
+        return model

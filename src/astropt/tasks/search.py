@@ -1,0 +1,158 @@
+"""Similarity search over embeddings with FAISS: by object id or by a new image file.
+
+The exact index (``IndexFlatIP`` on L2-normalised vectors for cosine, ``IndexFlatL2`` for
+Euclidean distance) is built once and saved beside the embeddings
+(``FILE.<column>.<metric>.faiss``); it is rebuilt only when the embeddings file changed
+(size or modification time recorded in a small JSON beside it).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from astropt.atomic import atomic_path, atomic_write_text
+from astropt.data.shards import DataError
+from astropt.modalities import build_modality
+from astropt.model import AstroPT
+from astropt.tasks.common import images_for_ids, load_model, open_data
+from astropt.tasks.embed import Embeddings, embed_batch, load_embeddings
+
+log = logging.getLogger(__name__)
+# faiss logs each SIMD build it fails to load at INFO level; that is noise to a user.
+logging.getLogger("faiss.loader").setLevel(logging.WARNING)
+import faiss  # noqa: E402
+
+METRICS = ("cosine", "l2")
+
+
+def _prepare(x: np.ndarray, metric: str) -> np.ndarray:
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if metric == "cosine":
+        x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    return x
+
+
+def build_index(vectors: np.ndarray, metric: str = "cosine") -> faiss.Index:
+    """An exact FAISS index over ``vectors`` for ``metric`` (``cosine`` or ``l2``)."""
+    if metric not in METRICS:
+        raise ValueError(f"unknown metric {metric!r}; choose from {METRICS}")
+    x = _prepare(vectors, metric)
+    index = faiss.IndexFlatIP(x.shape[1]) if metric == "cosine" else faiss.IndexFlatL2(x.shape[1])
+    index.add(x)
+    return index
+
+
+def cached_index(path: str | os.PathLike, emb: Embeddings, column: str, metric: str) -> faiss.Index:
+    """The saved index of ``path``'s ``column``, rebuilt when the embeddings file changed."""
+    path = Path(path)
+    index_path = path.with_name(f"{path.name}.{column}.{metric}.faiss")
+    stamp_path = index_path.with_name(index_path.name + ".json")
+    stat = path.stat()
+    stamp = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "n": len(emb.ids)}
+    if index_path.is_file() and stamp_path.is_file() and json.loads(stamp_path.read_text()) == stamp:
+        return faiss.read_index(str(index_path))
+    index = build_index(emb.matrix(column), metric)
+    with atomic_path(index_path) as tmp:
+        faiss.write_index(index, str(tmp))
+    atomic_write_text(stamp_path, json.dumps(stamp))
+    log.info("built %s index of %d vectors -> %s", metric, index.ntotal, index_path)
+    return index
+
+
+def read_image_file(path: str | os.PathLike) -> np.ndarray:
+    """A ``(C, H, W)`` float32 image from ``.npy``, FITS or an ordinary picture (PNG/JPEG)."""
+    path = Path(path)
+    suffix = "".join(path.suffixes[-2:]).lower()
+    if path.suffix.lower() == ".npy":
+        image = np.load(path)
+    elif any(suffix.endswith(s) for s in (".fits", ".fit", ".fits.gz", ".fz")):
+        from astropy.io import fits
+
+        with fits.open(path) as hdul:
+            image = next((h.data for h in hdul if h.data is not None), None)
+        if image is None:
+            raise DataError(f"{path}: no image data in any HDU")
+    else:
+        from PIL import Image
+
+        try:
+            with Image.open(path) as im:
+                image = np.asarray(im.convert("RGB")).transpose(2, 0, 1)
+        except OSError as exc:
+            raise DataError(f"{path}: not a readable image ({exc})") from exc
+    image = np.asarray(image, dtype=np.float32)
+    if image.ndim == 2:
+        image = image[None]
+    if image.ndim != 3:
+        raise DataError(f"{path}: expected a 2-D image or (C, H, W) cube, got shape {image.shape}")
+    return image
+
+
+def embed_image(model: AstroPT, image: np.ndarray, meta: dict[str, Any]) -> np.ndarray:
+    """Embed one image the way the embeddings file was made (layer and pooling from ``meta``)."""
+    images = [m for m in model.config.modalities if m.kind == "image"]
+    if not images:
+        raise DataError("the model has no image modality; cannot embed an image query")
+    tokens = build_modality(images[0]).tokenize(torch.as_tensor(image), what="query image")
+    batch = {images[0].name: tokens.values[None], f"{images[0].name}_positions": tokens.positions[None]}
+    layer = meta.get("layer")
+    layer = None if layer in (None, "all") else int(layer)
+    return embed_batch(model, batch, layer, False, meta.get("pool"))["embedding"]
+
+
+def search(
+    embeddings: str | os.PathLike,
+    query: str,
+    k: int = 16,
+    metric: str = "cosine",
+    column: str | None = None,
+    model: AstroPT | str | os.PathLike | None = None,
+    data: str | os.PathLike | None = None,
+    out: str | os.PathLike | None = None,
+) -> list[dict[str, Any]]:
+    """The ``k`` nearest objects to ``query`` (an object id, or an image file with ``model``).
+
+    Querying by id returns the object itself first. With ``out`` a PNG grid of the query and
+    its neighbours is written (images from ``data``, default: the data that was embedded).
+
+    Returns:
+        ``[{"rank", "id", "score"}]``; score is cosine similarity or squared L2 distance.
+    """
+    emb = load_embeddings(embeddings)
+    column = column or emb.default_column
+    index = cached_index(embeddings, emb, column, metric)
+    query_image = None
+    if Path(query).is_file():
+        if model is None:
+            raise ValueError(f"query {query} is an image file: pass the model that made the embeddings")
+        query_image = read_image_file(query)
+        vector = embed_image(load_model(model), query_image, emb.meta)
+    else:
+        vector = emb.matrix(column)[emb.index_of(query)][None]
+    scores, rows = index.search(_prepare(vector, metric), min(k, index.ntotal))
+    hits = [{"rank": r, "id": emb.ids[i], "score": float(s)}
+            for r, (i, s) in enumerate(zip(rows[0], scores[0], strict=True)) if i >= 0]
+    if out is not None:
+        _grid(hits, query, query_image, data or emb.meta.get("data"), Path(out))
+    return hits
+
+
+def _grid(hits, query: str, query_image, data, out: Path) -> None:
+    from astropt import viz
+
+    if not data or not Path(data).exists():
+        log.warning("no data folder to draw thumbnails from (pass data=...); skipping %s", out)
+        return
+    shards = open_data(data)
+    images = images_for_ids(shards, [h["id"] for h in hits])
+    titles = [f"{h['id']}\n{h['score']:.3f}" for h in hits]
+    if query_image is not None:
+        images, titles = [query_image, *images], ["query", *titles]
+    viz.galaxy_grid(images, out, titles, title=f"neighbours of {Path(query).name}")
