@@ -1,0 +1,1 @@
+"""Speed and memory benchmarks of AstroPT (and, optionally, of the reference implementation)."""

@@ -1,0 +1,151 @@
+"""Turn the benchmark results into Markdown tables (throughputs, MFU, ratios to the reference)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from astropt.atomic import atomic_write_text
+
+
+def write_json(path: Path, results: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(results, indent=1))
+
+
+def _f(x: float | None, digits: int = 1) -> str:
+    if x is None:
+        return "-"
+    if abs(x) >= 1000:
+        return f"{x:,.0f}"
+    return f"{x:.{digits}f}"
+
+
+def _ratio(x: float | None) -> str:
+    return "-" if x is None else f"{x:.2f}x"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return lines
+
+
+def _peak(results: dict, dtype: str) -> float | None:
+    peak = results.get("peak") or {}
+    return peak.get(dtype, {}).get("flops")
+
+
+def _mfu(side: dict | None, flops_per_step: float | None, peak: float | None) -> str:
+    if not side or not flops_per_step or not peak:
+        return "-"
+    return f"{100 * flops_per_step / side['median_s'] / peak:.0f}%"
+
+
+def _train_rows(results: dict, section: dict, key_dtype: bool = True) -> list[list[str]]:
+    rows = []
+    for key, pair in section.items():
+        ours, ref = pair["ours"], pair["ref"]
+        dtype = key.split("/")[1] if key_dtype else results["default_dtype"]
+        flops = ours.get("flops_per_step")
+        tokens = ours["tokens_per_step"]
+        rows.append(
+            [
+                key,
+                f"{ours['n_params'] / 1e6:.1f}M",
+                _f(tokens / ours["median_s"], 0),
+                _f(tokens / ref["median_s"], 0) if ref else "-",
+                _ratio(pair["speedup"]),
+                _mfu(ours, flops, _peak(results, dtype)),
+                _mfu(ref, flops, _peak(results, dtype)),
+                _f(ours["peak_rss_mb"], 0),
+                _f(ref["peak_rss_mb"], 0) if ref else "-",
+            ]
+        )
+    return rows
+
+
+TRAIN_HEADER = ["config/dtype", "params", "ours tok/s", "ref tok/s", "speedup", "ours MFU", "ref MFU", "ours RSS MB", "ref RSS MB"]
+
+
+def render(results: dict) -> str:
+    """All sections present in ``results`` as Markdown."""
+    m = results["machine"]
+    out = [
+        f"Machine: {m['cpu']}, {m['cores']} cores, bf16 hw: {', '.join(m['bf16_hw']) or 'none'}; "
+        f"torch {m['torch']} ({m['threads']} threads); {m['date']}",
+        f"Reference: astropt {results['reference'] or '(not run)'}; default dtype (auto): "
+        f"{results['default_dtype']}; load {results.get('load_start')} -> {results.get('load_end')}; "
+        f"quick={results['quick']}",
+        "",
+    ]
+    if results.get("peak"):
+        out += ["### Peak matmul FLOP/s (measured in this run)", ""]
+        rows = [[d, f"{v['flops'] / 1e9:.0f} GFLOP/s"] for d, v in results["peak"].items()]
+        out += _table(["dtype", "peak"], rows) + [""]
+    if results.get("train"):
+        out += ["### Training step (forward + backward + AdamW), tokens/s", ""]
+        out += _table(TRAIN_HEADER, _train_rows(results, results["train"])) + [""]
+        out += _defaults_line(results) + [""]
+    if results.get("embed"):
+        out += ["### Embeddings at the default layer, batch 32, objects/s", ""]
+        rows = []
+        for key, pair in results["embed"].items():
+            ours, ref = pair["ours"], pair["ref"]
+            n = ours["objects_per_step"]
+            rows.append([key, _f(n / ours["median_s"]), _f(n / ref["median_s"]) if ref else "-", _ratio(pair["speedup"])])
+        out += _table(["config/dtype", "ours obj/s", "ref obj/s", "speedup"], rows) + [""]
+    if results.get("generate"):
+        out += ["### Generation: 64 image tokens from 64 given (24M, batch 1, fp32), seconds", ""]
+        rows = []
+        for key, pair in results["generate"].items():
+            if pair is None:
+                continue
+            ref = pair["ref"]
+            rows.append([key, _f(pair["ours"]["median_s"], 3), _f(ref["median_s"], 3) if ref else "-", _ratio(pair["speedup"])])
+        out += _table(["ours", "ours s", "ref s (no cache)", "speedup"], rows) + [""]
+    if results.get("data"):
+        out += ["### Data: prepared shards -> model batches (read, tokenise, collate), 1 process", ""]
+        rows = []
+        for key, d in results["data"].items():
+            o = d["ours"]
+            rows.append([key, _f(o["objects_per_step"] / o["median_s"], 0), _f(o["peak_rss_mb"], 0)])
+        out += _table(["config", "objects/s", "RSS MB"], rows) + [""]
+    if results.get("scaling"):
+        out += [f"### Scaling (training step, {results['default_dtype']}): sequence length at 24M width, model size at 256 tokens", ""]
+        out += _table(TRAIN_HEADER, _train_rows(results, results["scaling"], key_dtype=False)) + [""]
+    if results.get("parity"):
+        p = results["parity"]
+        out += [
+            "### fp32 parity with the reference (same weights, same input, 24M)",
+            "",
+            f"max |embedding difference| = {p['embed_max_abs_diff']:.2e} (embedding scale "
+            f"{p['embed_scale']:.2f}); max |prediction difference| = {p['predict_max_abs_diff']:.2e}",
+            "",
+        ]
+    if results.get("gpu"):
+        out += ["### CUDA: 95M, bf16, batch 8 x 256 tokens", ""]
+        peak = results["gpu"]["peak"]["flops"]
+        rows = []
+        for key, r in results["gpu"].items():
+            if key == "peak":
+                continue
+            rows.append([key, _f(r["tokens_per_step"] / r["median_s"], 0), _mfu(r, r["flops_per_step"], peak)])
+        out += _table(["variant", "tok/s", "MFU"], rows) + [""]
+    return "\n".join(out)
+
+
+def _defaults_line(results: dict) -> list[str]:
+    """Ours at its default dtype against the reference in fp32 (what it runs on a CPU)."""
+    train = results["train"]
+    lines = []
+    for name in ("tiny-cpu", "24M"):
+        ours = train.get(f"{name}/{results['default_dtype']}")
+        ref = train.get(f"{name}/float32")
+        if ours and ref and ref["ref"]:
+            ratio = ref["ref"]["median_s"] / ours["ours"]["median_s"]
+            lines.append(
+                f"- {name}: ours at its default ({results['default_dtype']}) vs reference fp32: "
+                f"{ratio:.2f}x tokens/s"
+            )
+    return lines

@@ -1,0 +1,293 @@
+"""Benchmark driver: ``python -m benchmarks.run [--quick] [--vs-reference] [--only a,b]``.
+
+Each measurement runs in its own subprocess (``ours_worker.py``, or ``reference_worker.py``
+under the reference's virtual environment), so peaks of memory never mix and both sides are
+built and timed by the same code. With ``--vs-reference`` every measurement is paired, ours
+and the reference's alternating (A B, then B A, ...), and the ratio of each pair is taken
+before the median, so that load from other processes affects both sides alike.
+
+Prints a table and writes ``benchmarks/out/results.json`` (and ``results.md``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from astropt.atomic import atomic_write_text
+from benchmarks import common
+from benchmarks.refenv import REFERENCE_VERSION, ensure_refenv
+
+HERE = Path(__file__).resolve().parent
+OUT = HERE / "out"
+SECTIONS = ("peak", "train", "embed", "generate", "data", "scaling", "parity", "gpu")
+
+
+class WorkerError(RuntimeError):
+    """A benchmark worker failed; the message carries the tail of its output."""
+
+
+def run_worker(python: str, script: str, spec: dict, timeout: float = 900.0) -> dict:
+    """Run one measurement in a fresh process and parse the JSON of its last output line."""
+    cmd = [python, str(HERE / script), json.dumps(spec)]
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=HERE.parent)
+    lines = [line for line in proc.stdout.splitlines() if line.strip()]
+    if proc.returncode != 0 or not lines:
+        raise WorkerError(
+            f"{script} {spec['bench']} ({spec.get('shape', {}).get('name', '')}) failed with exit "
+            f"code {proc.returncode}:\n{proc.stderr[-3000:]}"
+        )
+    try:
+        return json.loads(lines[-1])
+    except json.JSONDecodeError as exc:
+        raise WorkerError(f"{script}: last output line is not JSON: {lines[-1][:200]!r}") from exc
+
+
+class Bench:
+    """Runs workers for one session: ours always, the reference when asked."""
+
+    def __init__(self, args: argparse.Namespace):
+        self.args = args
+        self.ours = sys.executable
+        self.ref = str(ensure_refenv(OUT / "refenv")) if args.vs_reference else None
+        self.rounds = 1 if args.quick else args.rounds
+        self.log: list[dict] = []
+
+    def one(self, side: str, spec: dict) -> dict:
+        python, script = (self.ours, "ours_worker.py") if side == "ours" else (self.ref, "reference_worker.py")
+        t0 = time.perf_counter()
+        result = run_worker(python, script, spec)
+        result["side"], result["wall_s"] = side, round(time.perf_counter() - t0, 2)
+        self.log.append({"spec": spec, "result": result})
+        return result
+
+    def pair(self, spec: dict, ref_spec: dict | None = None, ours_spec: dict | None = None) -> dict:
+        """Ours and (if enabled) the reference, alternating over rounds; medians and ratio."""
+        ours_spec = ours_spec or spec
+        ref_spec = ref_spec or spec
+        ours, ref, ratios = [], [], []
+        for r in range(self.rounds):
+            order = ["ours", "ref"] if r % 2 == 0 else ["ref", "ours"]
+            got = {}
+            for side in order:
+                if side == "ref" and self.ref is None:
+                    continue
+                got[side] = self.one(side, ours_spec if side == "ours" else ref_spec)
+            ours.append(got["ours"])
+            if "ref" in got:
+                ref.append(got["ref"])
+                ratios.append(got["ref"]["median_s"] / got["ours"]["median_s"])
+        return {
+            "ours": summarise(ours),
+            "ref": summarise(ref) if ref else None,
+            "speedup": statistics.median(ratios) if ratios else None,
+            "speedups": ratios,
+        }
+
+
+def summarise(results: list[dict]) -> dict:
+    """Median time over rounds, max of the peak RSS, and the fields of the first result."""
+    out = dict(results[0])
+    out["median_s"] = statistics.median(r["median_s"] for r in results)
+    out["peak_rss_mb"] = max(r["peak_rss_mb"] for r in results)
+    out["rounds"] = len(results)
+    out.pop("times", None)
+    return out
+
+
+# ----------------------------------------------------------------------------- sections
+
+
+def reps(args: argparse.Namespace, full: int, quick: int) -> int:
+    return quick if args.quick else full
+
+
+def section_peak(b: Bench) -> dict:
+    repeats = reps(b.args, 8, 3)
+    return {d: b.one("ours", {"bench": "peak", "dtype": d, "repeats": repeats}) for d in ("float32", "bfloat16")}
+
+
+def section_train(b: Bench) -> dict:
+    out = {}
+    for name in ("tiny-cpu", "24M"):
+        for dtype in ("float32", "bfloat16"):
+            spec = {
+                "bench": "train",
+                "shape": common.SHAPES[name].to_json(),
+                "dtype": dtype,
+                "warmup": 1 if name == "24M" else 3,
+                "repeats": reps(b.args, 4, 2) if name == "24M" else reps(b.args, 10, 5),
+                "min_time": 0.0 if name == "24M" else 1.0,
+            }
+            out[f"{name}/{dtype}"] = b.pair(spec)
+    return out
+
+
+def section_embed(b: Bench) -> dict:
+    out = {}
+    for name in ("tiny-cpu", "24M"):
+        for dtype in ("float32", "bfloat16"):
+            spec = {
+                "bench": "embed",
+                "shape": common.SHAPES[name].to_json(),
+                "dtype": dtype,
+                "batch": 32,
+                "warmup": 1,
+                "repeats": reps(b.args, 5, 2),
+                "min_time": 1.0,
+            }
+            out[f"{name}/{dtype}"] = b.pair(spec)
+    return out
+
+
+def section_generate(b: Bench) -> dict:
+    base = {"bench": "generate", "shape": common.SHAPES["24M"].to_json(), "dtype": "float32"}
+    base.update(n_given=64, n_new=64, warmup=1, repeats=reps(b.args, 3, 1))
+    cached = b.pair(dict(base, use_cache=True))
+    uncached = b.pair(dict(base, use_cache=False)) if not b.args.quick or b.ref is None else None
+    return {"kv_cache": cached, "no_cache": uncached}
+
+
+def section_data(b: Bench) -> dict:
+    out = {}
+    for name, n_objects in (("tiny-cpu", 512), ("24M", 64)):
+        spec = {
+            "bench": "data",
+            "shape": common.SHAPES[name].to_json(),
+            "data_dir": str(OUT / "data"),
+            "n_objects": n_objects,
+            "warmup": 1,
+            "repeats": reps(b.args, 3, 1),
+        }
+        out[name] = {"ours": b.one("ours", spec)}
+    return out
+
+
+def section_scaling(b: Bench, dtype: str) -> dict:
+    seqs = (64, 256, 1024) if b.args.quick else (64, 128, 256, 512, 1024)
+    sizes = ("1M", "5M", "24M") if b.args.quick else ("1M", "5M", "24M", "95M")
+    out = {}
+    for seq in seqs:
+        shape = common.Shape(f"24M-T{seq}", 6, 8, 512, seq, batch=1)
+        spec = {"bench": "train", "shape": shape.to_json(), "dtype": dtype, "warmup": 1, "repeats": reps(b.args, 3, 1)}
+        out[f"seq/{seq}"] = b.pair(spec)
+    for name in sizes:
+        shape = common.SHAPES[name]
+        shape = common.Shape(shape.name, shape.n_layer, shape.n_head, shape.n_embd, 256, batch=1 if name == "95M" else 2)
+        spec = {"bench": "train", "shape": shape.to_json(), "dtype": dtype, "warmup": 1, "repeats": reps(b.args, 3, 1)}
+        out[f"size/{name}"] = b.pair(spec)
+    return out
+
+
+def section_parity(b: Bench) -> dict | None:
+    if b.ref is None:
+        return None
+    path = str(OUT / "parity_state.pt")
+    spec = {"bench": "parity", "shape": common.SHAPES["24M"].to_json(), "state_path": path}
+    b.one("ref", spec)
+    return b.one("ours", spec)
+
+
+def section_gpu(b: Bench) -> dict | None:
+    """95M, bf16 + torch.compile on a CUDA device, when there is one (never in CI)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    shape = common.Shape("95M", 12, 12, 768, 256, batch=8).to_json()
+    out = {}
+    for compiled in (False, True):
+        spec = {"bench": "train", "shape": shape, "dtype": "bfloat16", "device": "cuda", "compile": compiled}
+        spec.update(warmup=3 if compiled else 2, repeats=10)
+        out[f"compile={compiled}"] = b.one("ours", spec)
+    out["peak"] = b.one("ours", {"bench": "peak", "dtype": "bfloat16", "device": "cuda", "repeats": 10})
+    return out
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def machine() -> dict:
+    import torch
+
+    cpu = ""
+    flags = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and not cpu:
+                cpu = line.split(":", 1)[1].strip()
+            if line.startswith("flags") and not flags:
+                flags = line
+    except OSError:
+        pass
+    return {
+        "cpu": cpu or platform.processor(),
+        "cores": os.cpu_count(),
+        "bf16_hw": [f for f in ("avx512_bf16", "amx_bf16") if f in flags.split()],
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer repeats and sizes (~3 min)")
+    parser.add_argument("--vs-reference", action="store_true", help=f"also run the reference astropt {REFERENCE_VERSION}")
+    parser.add_argument("--only", default="", help=f"comma-separated sections of {','.join(SECTIONS)}")
+    parser.add_argument("--rounds", type=int, default=2, help="alternating ours/reference rounds (full mode)")
+    parser.add_argument("--out", default=str(OUT / "results.json"), help="where to write the JSON")
+    args = parser.parse_args(argv)
+    only = [s for s in args.only.split(",") if s] or list(SECTIONS)
+    unknown = sorted(set(only) - set(SECTIONS))
+    if unknown:
+        parser.error(f"unknown sections {unknown}; choose from {list(SECTIONS)}")
+
+    from benchmarks.report import render, write_json
+
+    OUT.mkdir(parents=True, exist_ok=True)
+    b = Bench(args)
+    started = time.perf_counter()
+    results: dict = {"machine": machine(), "quick": args.quick, "reference": REFERENCE_VERSION if b.ref else None}
+    default_dtype = "bfloat16" if results["machine"]["bf16_hw"] else "float32"
+    results["default_dtype"] = default_dtype
+    results["load_start"] = common.load()
+    runners = {
+        "peak": lambda: section_peak(b),
+        "train": lambda: section_train(b),
+        "embed": lambda: section_embed(b),
+        "generate": lambda: section_generate(b),
+        "data": lambda: section_data(b),
+        "scaling": lambda: section_scaling(b, default_dtype),
+        "parity": lambda: section_parity(b),
+        "gpu": lambda: section_gpu(b),
+    }
+    for name in SECTIONS:
+        if name in only:
+            t0 = time.perf_counter()
+            results[name] = runners[name]()
+            print(f"[{name}] done in {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
+    results["load_end"] = common.load()
+    results["wall_s"] = round(time.perf_counter() - started, 1)
+    results["runs"] = b.log
+    text = render(results)
+    print(text)
+    write_json(Path(args.out), results)
+    atomic_write_text(Path(args.out).with_suffix(".md"), text + "\n")
+    return results
+
+
+if __name__ == "__main__":
+    main()
