@@ -15,7 +15,8 @@
   each spectrum's median weight is 1 and clipped at ``MAX_WEIGHT``.
 
 Record keys: ``<field>`` (flux), ``<field>_wavelength`` (Angstrom), ``<field>_ivar``
-(optional). A record without ``<field>`` becomes fully masked tokens (missing modality).
+(optional). A record without ``<field>`` (or with an empty one) becomes fully masked tokens
+(missing modality).
 """
 
 from __future__ import annotations
@@ -98,7 +99,7 @@ class SpectrumModality:
         key, w = self.config.field, self.window
         cleaned = []
         for r in records:
-            if key not in r or r[key] is None:
+            if r.get(key) is None or np.size(r[key]) == 0:  # missing modality
                 cleaned.append(None)
                 continue
             label = what or f"spectrum of object {r.get('id')!r}"

@@ -11,7 +11,8 @@
   (errors combined in quadrature); points with non-finite flux or error are dropped.
 
 Record keys: ``<field>_time`` (days), ``<field>_band`` (band name or index into
-``bands``), ``<field>_flux``, ``<field>_err``. A record without them is a missing modality.
+``bands``), ``<field>_flux``, ``<field>_err``. A record without them (or with empty
+arrays) is a missing modality.
 """
 
 from __future__ import annotations
@@ -120,7 +121,7 @@ class TimeSeriesModality:
         curves = []
         for r in records:
             keys = [f"{f}_{k}" for k in KEYS]
-            present = [k in r and r[k] is not None for k in keys]
+            present = [r.get(k) is not None and np.size(r[k]) > 0 for k in keys]
             if not any(present):
                 curves.append(None)
                 continue
