@@ -247,8 +247,9 @@ class Collator:
     """Records -> ``(batch dict, ids)``: each modality tokenised vectorised over the batch.
 
     A modality is included when its record field is present in the batch's records; its
-    tokens go to ``batch[name]``, positions to ``batch[f"{name}_positions"]`` and, for ragged
-    modalities, the validity mask to ``batch[f"{name}_mask"]``.
+    tokens go to ``batch[name]``, positions to ``batch[f"{name}_positions"]``, for ragged
+    modalities the validity mask to ``batch[f"{name}_mask"]``, and loss weights the modality
+    provides (``stats["weights"]``) to ``batch[f"{name}_weights"]``.
     """
 
     def __init__(self, model_config: ModelConfig):
@@ -275,6 +276,8 @@ class Collator:
             batch[f"{m.name}_positions"] = tokens.positions
             if tokens.mask is not None:
                 batch[f"{m.name}_mask"] = tokens.mask
+            if "weights" in tokens.stats:  # per-sample loss weights (e.g. spectra's ivar)
+                batch[f"{m.name}_weights"] = tokens.stats["weights"]
         if not batch:
             fields = [m.field for m in self.model_config.modalities]
             raise DataError(
