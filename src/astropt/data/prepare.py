@@ -1,0 +1,323 @@
+"""``prepare``: any source -> prepared shards (the one format downstream stages read).
+
+Objects are assigned to shards by position: shard ``k`` holds objects
+``[k * rows_per_shard, (k + 1) * rows_per_shard)`` minus rejected ones. Each shard is
+written whole and atomically, by the main process or by a worker process, so
+
+- a crash never leaves a partial shard, and a rerun (resume) keeps the finished shards and
+  redoes the rest;
+- with ``on_error="raise"`` the first bad object stops the run with a :class:`DataError`
+  naming its id, file and reason; its shard is not written;
+- with ``on_error="skip"`` bad objects are left out and listed with their reason in
+  ``rejects.csv`` (per shard in ``rejects/`` while running, so they survive a resume).
+
+The manifest (``manifest.json``) is written last; ``prepare.json`` records the config the
+folder is being prepared from, so a resume with a different source is refused.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import multiprocessing
+import shutil
+from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from astropt.atomic import atomic_write_text
+from astropt.config import config_hash, to_dict
+from astropt.data.shards import (
+    MANIFEST,
+    SHARD_DIR,
+    ArraySpec,
+    DataError,
+    Manifest,
+    finalize,
+    shard_entry,
+    write_shard,
+)
+from astropt.data.sources import ObjectError, Source, SourceConfig, open_source
+
+log = logging.getLogger(__name__)
+
+STATE = "prepare.json"
+REJECTS = "rejects.csv"
+REJECT_DIR = "rejects"
+OnError = Literal["raise", "skip"]
+
+
+# ----------------------------------------------------------------------------- records
+
+
+def array_specs(record: dict[str, Any]) -> dict[str, ArraySpec]:
+    """Array fields of a record: 1-D arrays are variable length, others fixed shape."""
+    specs = {}
+    for name, value in record.items():
+        if isinstance(value, np.ndarray):
+            specs[name] = ArraySpec([-1]) if value.ndim == 1 else ArraySpec(list(value.shape))
+    return specs
+
+
+def label_types(record: dict[str, Any]) -> dict[str, str]:
+    """Label name -> ``string``/``int64``/``float64`` (as stored in the shards)."""
+    out = {}
+    for name, value in record.get("labels", {}).items():
+        if isinstance(value, str):
+            out[name] = "string"
+        elif isinstance(value, (bool, int)):
+            out[name] = "int64"
+        else:
+            out[name] = "float64"
+    return out
+
+
+def check_record(record: dict[str, Any], specs: dict[str, ArraySpec], where: str) -> None:
+    """Raise :class:`ObjectError` when a record's arrays do not match the folder's specs."""
+    for name, spec in specs.items():
+        value = record.get(name)
+        if value is None:
+            raise ObjectError(record["id"], where, f"has no {name!r} array")
+        shape = list(np.shape(value))
+        if spec.variable and len(shape) != 1:
+            raise ObjectError(record["id"], where, f"{name!r} must be 1-D, got shape {shape}")
+        if not spec.variable and shape != spec.shape:
+            raise ObjectError(
+                record["id"], where, f"{name!r} has shape {shape}, expected {spec.shape} (like the first object)"
+            )
+
+
+# ----------------------------------------------------------------------------- one shard
+
+
+def _reject_path(out: Path, index: int) -> Path:
+    return out / REJECT_DIR / f"part-{index:05d}.json"
+
+
+def write_one_shard(
+    source: Source,
+    out: Path,
+    index: int,
+    start: int,
+    stop: int | None,
+    specs: dict[str, ArraySpec],
+    on_error: OnError,
+    results: Any = None,
+) -> tuple[dict[str, Any] | None, list[dict[str, str]], int]:
+    """Read objects ``start..stop`` and write them as shard ``index``.
+
+    Returns ``(manifest entry or None if every object was rejected, reject rows, objects
+    read)``. The rejects of the shard are written (atomically) before the shard, so a
+    finished shard always has its reject list.
+    """
+    records, rejects, n_read = [], [], 0
+    for _, result in results if results is not None else source.results(start, stop):
+        n_read += 1
+        try:
+            if isinstance(result, ObjectError):
+                raise result
+            check_record(result, specs, source.config.path)
+            records.append(result)
+        except ObjectError as exc:
+            if on_error == "raise":
+                raise
+            log.debug("rejected %s", exc)
+            rejects.append({"id": exc.obj_id, "file": exc.file, "reason": exc.reason})
+    atomic_write_text(_reject_path(out, index), json.dumps({"read": n_read, "rejects": rejects}))
+    entry = write_shard(out, index, records, specs) if records else None
+    return entry, rejects, n_read
+
+
+def finished_shard(out: Path, index: int) -> tuple[dict[str, Any] | None, list[dict[str, str]]] | None:
+    """``(entry, rejects)`` of a shard a previous run finished, or None to (re)do it."""
+    path = _reject_path(out, index)
+    if not path.is_file():
+        return None
+    try:
+        info = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return None
+    entry = shard_entry(out, index)
+    if entry is None and len(info["rejects"]) != info["read"]:
+        return None
+    return entry, info["rejects"]
+
+
+_WORKER_SOURCE: Source | None = None
+
+
+def _init_worker(cfg: SourceConfig) -> None:
+    global _WORKER_SOURCE
+    _WORKER_SOURCE = open_source(cfg)
+
+
+def _worker_task(*args: Any) -> tuple[dict[str, Any] | None, list[dict[str, str]], int]:
+    if _WORKER_SOURCE is None:
+        raise RuntimeError("worker process was not initialised")
+    return write_one_shard(_WORKER_SOURCE, *args)
+
+
+# ----------------------------------------------------------------------------- the folder
+
+
+def _check_folder(out: Path, state: dict[str, Any], overwrite: bool) -> None:
+    """Refuse to mix two sources in one folder; clear our own files when overwriting."""
+    ours = {STATE, MANIFEST, REJECTS, SHARD_DIR, REJECT_DIR}
+    if not out.exists():
+        return
+    previous = out / STATE
+    if overwrite:
+        for name in ours:
+            path = out / name
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
+        return
+    if previous.is_file():
+        old = json.loads(previous.read_text())
+        if old.get("hash") != state["hash"]:
+            raise DataError(
+                f"{out} was prepared from a different source or config ({old.get('source', {}).get('path')!r}, "
+                f"hash {old.get('hash')} != {state['hash']}); pass overwrite=True (--overwrite) or use another folder"
+            )
+        return
+    foreign = [p.name for p in out.iterdir() if p.name not in ours]
+    if foreign:
+        raise DataError(f"{out} is not empty and not a prepared folder ({foreign[:3]}...); use another folder")
+
+
+def _probe(source: Source, on_error: OnError) -> dict[str, Any]:
+    """The first readable object: it fixes the array shapes of the folder."""
+    for _, result in source.results():
+        if not isinstance(result, ObjectError):
+            return result
+        if on_error == "raise":
+            raise result
+    raise DataError(f"{source.config.path}: no readable object (all were rejected)")
+
+
+def _progress(total: int | None, enabled: bool) -> tqdm:
+    return tqdm(total=total, unit="obj", desc="prepare", disable=not enabled, dynamic_ncols=True)
+
+
+def _run_random_access(
+    source: Source, out: Path, rows: int, specs: dict[str, ArraySpec], workers: int, on_error: OnError, bar: tqdm
+) -> dict[int, tuple[dict[str, Any] | None, list[dict[str, str]]]]:
+    n = len(source)
+    done: dict[int, tuple[dict[str, Any] | None, list[dict[str, str]]]] = {}
+    todo = []
+    for k in range((n + rows - 1) // rows):
+        finished = finished_shard(out, k)
+        if finished is None:
+            todo.append(k)
+        else:
+            done[k] = finished
+            bar.update(min(rows, n - k * rows))
+    if todo and len(done):
+        log.info("resuming: %d shards already written, %d to do", len(done), len(todo))
+    tasks = [(out, k, k * rows, min((k + 1) * rows, n), specs, on_error) for k in todo]
+    if workers <= 1 or len(tasks) <= 1:
+        for task in tasks:
+            entry, rejects, n_read = write_one_shard(source, *task)
+            done[task[1]] = (entry, rejects)
+            bar.update(n_read)
+        return done
+    # spawn: the parent may hold threads (torch, HF) that fork would copy in a bad state.
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(source.config,)) as pool:
+        futures = {pool.submit(_worker_task, *task): task[1] for task in tasks}
+        pending = set(futures)
+        while pending:
+            finished, pending = wait(pending, return_when=FIRST_EXCEPTION)
+            for future in finished:
+                if future.exception() is not None:
+                    pool.shutdown(wait=True, cancel_futures=True)
+                    raise future.exception()
+                entry, rejects, n_read = future.result()
+                done[futures[future]] = (entry, rejects)
+                bar.update(n_read)
+    return done
+
+
+def _run_stream(
+    source: Source, out: Path, rows: int, specs: dict[str, ArraySpec], on_error: OnError, bar: tqdm
+) -> dict[int, tuple[dict[str, Any] | None, list[dict[str, str]]]]:
+    """Streamed sources: read in order, one shard at a time; finished shards are skipped."""
+    done = {}
+    k = 0
+    while (finished := finished_shard(out, k)) is not None:
+        done[k] = finished
+        k += 1
+    stream = source.results(start=k * rows)
+    while True:
+        chunk = [item for _, item in zip(range(rows), stream, strict=False)]
+        if not chunk:
+            return done
+        entry, rejects, n_read = write_one_shard(source, out, k, 0, 0, specs, on_error, results=chunk)
+        done[k] = (entry, rejects)
+        bar.update(n_read)
+        k += 1
+
+
+def prepare(
+    source_cfg: SourceConfig,
+    out: str | Path,
+    rows_per_shard: int = 512,
+    workers: int = 1,
+    on_error: OnError = "raise",
+    progress: bool = True,
+    overwrite: bool = False,
+) -> Manifest:
+    """Convert a source into a prepared shard folder (see module docstring).
+
+    Args:
+        source_cfg: what to read and how to preprocess it.
+        out: the prepared folder (created; resumed if it holds a run of the same config).
+        rows_per_shard: objects per shard file.
+        workers: processes writing shards in parallel (1: in this process).
+        on_error: ``raise`` at the first bad object, or ``skip`` it and list it in rejects.csv.
+        progress: show a progress bar.
+        overwrite: discard a previous preparation in ``out`` (of any config).
+    """
+    if rows_per_shard <= 0:
+        raise ValueError(f"rows_per_shard must be positive, got {rows_per_shard}")
+    if on_error not in ("raise", "skip"):
+        raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+    out = Path(out)
+    source = open_source(source_cfg)
+    state = {"hash": config_hash(source.config)[:12] + f"-{rows_per_shard}", "source": to_dict(source.config)}
+    _check_folder(out, state, overwrite)
+    atomic_write_text(out / STATE, json.dumps(state, indent=2))
+    first = _probe(source, on_error)
+    specs, labels = array_specs(first), label_types(first)
+    total = len(source) if source.random_access else None
+    with _progress(total, progress) as bar:
+        if source.random_access:
+            done = _run_random_access(source, out, rows_per_shard, specs, workers, on_error, bar)
+        else:
+            done = _run_stream(source, out, rows_per_shard, specs, on_error, bar)
+    entries = [done[k][0] for k in sorted(done) if done[k][0] is not None]
+    rejects = [row for k in sorted(done) for row in done[k][1]]
+    _write_rejects(out, rejects)
+    if not entries:
+        raise DataError(f"{source_cfg.path}: every object was rejected; see {out / REJECTS}")
+    description = {**source.describe(), "config": state["source"], "rows_per_shard": rows_per_shard}
+    manifest = finalize(out, entries, specs, labels, description, state["hash"], len(rejects))
+    if rejects:
+        log.warning("%d objects rejected (listed with their reasons in %s)", len(rejects), out / REJECTS)
+    log.info("prepared %d objects in %d shards at %s", manifest.n_objects, len(entries), out)
+    return manifest
+
+
+def _write_rejects(out: Path, rejects: list[dict[str, str]]) -> None:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=["id", "file", "reason"])
+    writer.writeheader()
+    writer.writerows(rejects)
+    atomic_write_text(out / REJECTS, buffer.getvalue())
