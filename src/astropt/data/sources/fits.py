@@ -94,6 +94,7 @@ def read_fits(paths: list[Path], field: str, cfg: SourceConfig) -> dict[str, np.
 def read_spectrum_table(hdu: Any, field: str, cfg: SourceConfig) -> dict[str, np.ndarray]:
     """A spectrum from a binary table: one row per sample, or one row holding arrays."""
     data = hdu.data
+    field = "spectrum" if field == "image" else field  # a table under the default field
     names = {n.lower(): n for n in data.columns.names}
 
     def column(name: str) -> np.ndarray:

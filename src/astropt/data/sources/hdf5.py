@@ -40,9 +40,9 @@ class HDF5Source(Source):
             raise DataError(f"{self.path}: not a readable HDF5 file ({describe(exc)})") from exc
         self.columns = self._resolve_columns(datasets)
         first = next(iter(self.columns))
-        self.n = datasets[first][0] if datasets[first] else 0
+        self.n = datasets[first][0][0] if datasets[first][0] else 0
         for name in self.columns:
-            if not datasets[name] or datasets[name][0][0] != self.n:
+            if not datasets[name][0] or datasets[name][0][0] != self.n:
                 raise DataError(f"{self.path}: dataset {name!r} has {datasets[name][0]} rows, expected {self.n}")
         self.id_name = config.id_column if config.id_column in datasets else None
         self.labels = self._resolve_labels(datasets)

@@ -129,7 +129,8 @@ def finish_record(
     """Build the Observation record: the image field is preprocessed, other arrays checked."""
     record: dict[str, Any] = {"id": str(obj_id)}
     for name, value in arrays.items():
-        if name == cfg.field:
+        # 1-D arrays are spectra-like even under the image field name (a FITS table).
+        if name == cfg.field and np.ndim(value) != 1:
             record[name] = prepare_image(value, cfg, layout)
         else:
             record[name] = _other_array(name, value)

@@ -1,0 +1,70 @@
+"""Hugging Face source: save_to_disk folders, Parquet, the legacy layout, offline hub ids."""
+
+from __future__ import annotations
+
+import time
+
+import datasets
+import numpy as np
+import pytest
+from PIL import Image
+
+from astropt.data.prepare import prepare
+from astropt.data.shards import DataError, ShardSet
+from astropt.data.sources import SourceConfig, open_source
+
+rng = np.random.default_rng(5)
+
+
+def make_dataset(n=4):
+    pixels = [rng.integers(0, 256, size=(8, 6, 3), dtype=np.uint8) for _ in range(n)]
+    features = datasets.Features(
+        {"image": datasets.Image(), "dr8_id": datasets.Value("string"), "redshift": datasets.Value("float64")}
+    )
+    ds = datasets.Dataset.from_dict(
+        {"image": [Image.fromarray(p) for p in pixels], "dr8_id": [f"d{i}" for i in range(n)], "redshift": [0.1 * i for i in range(n)]},
+        features=features,
+    )
+    return ds, pixels
+
+
+def test_save_to_disk_round_trip(tmp_path):
+    ds, pixels = make_dataset()
+    datasets.DatasetDict({"train": ds}).save_to_disk(str(tmp_path / "hf"))
+    cfg = SourceConfig(path=str(tmp_path / "hf"), id_column="dr8_id")
+    manifest = prepare(cfg, tmp_path / "out", rows_per_shard=3, progress=False)
+    assert manifest.source["kind"] == "hf" and manifest.labels == {"redshift": "float64"}
+    shards = ShardSet(tmp_path / "out")
+    assert shards.ids == ["d0", "d1", "d2", "d3"]
+    for i in range(4):
+        np.testing.assert_array_equal(shards[i]["image"], pixels[i].transpose(2, 0, 1))
+        assert shards[i]["labels"]["redshift"] == pytest.approx(0.1 * i)
+    with pytest.raises(DataError, match="no split 'test'"):
+        open_source(SourceConfig(path=str(tmp_path / "hf"), split="test"))
+
+
+def test_legacy_swapaxes_matches_the_reference_convention(tmp_path):
+    ds, pixels = make_dataset(2)
+    ds.save_to_disk(str(tmp_path / "hf"))
+    record = open_source(SourceConfig(path=str(tmp_path / "hf"), hwc_to_chw="swapaxes"))[1]
+    np.testing.assert_array_equal(record["image"], np.array(pixels[1]).swapaxes(0, 2))
+
+
+def test_parquet_with_array_columns_and_mapping(tmp_path):
+    cubes = rng.normal(size=(3, 2, 4, 4)).astype(np.float32)
+    ds = datasets.Dataset.from_dict({"cutout": cubes.tolist(), "mass": [9.0, 10.0, 11.0]})
+    ds.to_parquet(str(tmp_path / "d.parquet"))
+    cfg = SourceConfig(path=str(tmp_path / "d.parquet"), kind="hf", columns={"cutout": "image"})
+    source = open_source(cfg)
+    assert len(source) == 3 and source[2]["labels"] == {"mass": 11.0}
+    np.testing.assert_array_equal(source[2]["image"], cubes[2])
+    with pytest.raises(DataError, match="no column \\['pixels'\\]"):
+        open_source(SourceConfig(path=str(tmp_path / "d.parquet"), kind="hf", columns={"pixels": "image"}))
+
+
+def test_offline_hub_id_fails_fast_with_a_clear_message(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    start = time.perf_counter()
+    with pytest.raises(DataError, match="offline"):
+        open_source(SourceConfig(path="Smith42/galaxies"))
+    assert time.perf_counter() - start < 5
