@@ -80,3 +80,15 @@ def test_missing_modality_is_refused(tmp_path, shard_dir):
     save_pretrained(AstroPT(cfg), tmp_path / "mm")
     with pytest.raises(DataError, match="spectra"):
         embed(tmp_path / "mm", shard_dir, tmp_path / "x.parquet", progress=False)
+
+
+def test_cli_embed_probe_search(model_dir, shard_dir, tmp_path, capsys):
+    from astropt.cli import main
+
+    out = str(tmp_path / "e.parquet")
+    assert main(["embed", str(model_dir), str(shard_dir), "--out", out, "--dtype", "float32"]) == 0
+    assert main(["probe", out, "--target", "size", "--out", str(tmp_path / "p")]) == 0
+    assert main(["search", out, "--query", "obj0005", "-k", "3", "--out", str(tmp_path / "s.png")]) == 0
+    assert "obj0005" in capsys.readouterr().out.splitlines()[-3]
+    assert main(["probe", out, "--target", "nope"]) == 2
+    assert "no label 'nope'" in capsys.readouterr().err
