@@ -135,3 +135,27 @@ def test_parallel_workers_give_the_same_shards(tmp_path):
     a, b = ShardSet(tmp_path / "one"), ShardSet(tmp_path / "two")
     assert a.ids == b.ids == sorted(images)
     np.testing.assert_array_equal(a.get_batch(range(10))["image"], b.get_batch(range(10))["image"])
+
+
+def test_cli_prepare_info_show(tmp_path, capsys):
+    from PIL import Image
+
+    from astropt.cli import main
+
+    write_fits_folder(tmp_path / "src", n=4, bands=3)
+    (tmp_path / "src" / "g003.fits").write_bytes(b"broken")
+    out = tmp_path / "out"
+    code = main(["data", "prepare", str(tmp_path / "src"), "--out", str(out), "--image-size", "8",
+                 "--stretch", "asinh", "--on-error", "skip", "--no-progress"])  # fmt: skip
+    assert code == 0 and "3 objects in 1 shards, 1 rejected" in capsys.readouterr().out
+    assert ShardSet(out).arrays["image"].shape == [3, 8, 8]
+    assert main(["data", "info", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert '"n_objects": 3' in printed and "band 2" in printed
+    assert main(["data", "show", str(out), "--ids", "g002", "g000", "--out", str(tmp_path / "grid.png")]) == 0
+    with Image.open(tmp_path / "grid.png") as image:
+        assert image.format == "PNG" and image.size[0] > 100
+    assert main(["data", "show", str(out), "--ids", "nope", "--out", str(tmp_path / "g2.png")]) == 2
+    assert "no object(s) ['nope']" in capsys.readouterr().err
+    assert main(["data", "prepare", str(tmp_path / "src"), "--out", str(tmp_path / "o2"), "--no-progress"]) == 2
+    assert "g003" in capsys.readouterr().err

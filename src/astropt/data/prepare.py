@@ -321,3 +321,61 @@ def _write_rejects(out: Path, rejects: list[dict[str, str]]) -> None:
     writer.writeheader()
     writer.writerows(rejects)
     atomic_write_text(out / REJECTS, buffer.getvalue())
+
+
+# ----------------------------------------------------------------------------- info
+
+
+def info(directory: str | Path) -> dict[str, Any]:
+    """Summary of a prepared folder: the manifest plus label ranges, rejects and disk size."""
+    from astropt.data.shards import ShardSet
+
+    shards = ShardSet(directory)
+    manifest = shards.manifest
+    labels: dict[str, dict[str, Any]] = {}
+    for name, values in shards.labels().items():
+        if manifest.labels[name] == "string":
+            labels[name] = {"type": "string", "distinct": len(set(values.tolist()))}
+        else:
+            finite = values[np.isfinite(values)] if values.dtype.kind == "f" else values
+            stats = [float(np.min(finite)), float(np.median(finite)), float(np.max(finite))] if finite.size else []
+            labels[name] = {"type": manifest.labels[name], "min_median_max": stats, "missing": int(values.size - finite.size)}
+    size = sum(p.stat().st_size for p in Path(directory).rglob("*") if p.is_file())
+    return {
+        "directory": str(directory),
+        "objects": manifest.n_objects,
+        "shards": len(manifest.shards),
+        "rejects": manifest.rejects,
+        "arrays": {k: {"shape": v.shape, "dtype": v.dtype} for k, v in manifest.arrays.items()},
+        "labels": labels,
+        "band_stats": manifest.band_stats,
+        "source": manifest.source,
+        "disk_bytes": size,
+    }
+
+
+def format_info(summary: dict[str, Any]) -> str:
+    """The summary of :func:`info` as a plain-text table."""
+    lines = [
+        f"{summary['directory']}: {summary['objects']} objects in {summary['shards']} shards, "
+        f"{summary['rejects']} rejected, {summary['disk_bytes'] / 2**20:.1f} MiB",
+        f"source: {summary['source'].get('kind', '?')} {summary['source'].get('path', '')}",
+        "",
+        f"{'array':<24} {'shape':<20} dtype",
+    ]
+    for name, spec in summary["arrays"].items():
+        shape = "variable (1-D)" if spec["shape"] == [-1] else "x".join(map(str, spec["shape"]))
+        lines.append(f"{name:<24} {shape:<20} {spec['dtype']}")
+    if summary["labels"]:
+        lines += ["", f"{'label':<24} {'type':<8} {'min':>12} {'median':>12} {'max':>12}"]
+        for name, stats in summary["labels"].items():
+            if stats["type"] == "string":
+                lines.append(f"{name:<24} {'string':<8} {stats['distinct']:>12} distinct values")
+            else:
+                values = stats["min_median_max"] or [float("nan")] * 3
+                lines.append(f"{name:<24} {stats['type']:<8} " + " ".join(f"{v:>12.5g}" for v in values))
+    for name, stats in summary["band_stats"].items():
+        lines += ["", f"{name} per band: {'mean':>12} {'std':>12}"]
+        for band, (mean, std) in enumerate(zip(stats["mean"], stats["std"], strict=True)):
+            lines.append(f"  band {band:<{len(name) + 5}} {mean:>12.5g} {std:>12.5g}")
+    return "\n".join(lines)
