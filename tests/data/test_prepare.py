@@ -151,7 +151,7 @@ def test_cli_prepare_info_show(tmp_path, capsys):
     assert ShardSet(out).arrays["image"].shape == [3, 8, 8]
     assert main(["data", "info", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert '"n_objects": 3' in printed and "band 2" in printed
+    assert '"n_objects": 3' in printed and "image band" in printed
     assert main(["data", "show", str(out), "--ids", "g002", "g000", "--out", str(tmp_path / "grid.png")]) == 0
     with Image.open(tmp_path / "grid.png") as image:
         assert image.format == "PNG" and image.size[0] > 100

@@ -68,3 +68,21 @@ def test_offline_hub_id_fails_fast_with_a_clear_message(monkeypatch):
     with pytest.raises(DataError, match="offline"):
         open_source(SourceConfig(path="Smith42/galaxies"))
     assert time.perf_counter() - start < 5
+
+
+def test_streamed_dataset_gives_the_same_shards_and_resumes(tmp_path):
+    ds, pixels = make_dataset(5)
+    ds.save_to_disk(str(tmp_path / "hf"))
+    cfg = SourceConfig(path=str(tmp_path / "hf"), id_column="dr8_id", streaming=True)
+    source = open_source(cfg)
+    assert not source.random_access
+    with pytest.raises(TypeError, match="streamed"):
+        len(source)
+    prepare(cfg, tmp_path / "out", rows_per_shard=2, progress=False)
+    (tmp_path / "out" / "shards" / "part-00002.arrow").unlink()  # a crash before the last shard
+    (tmp_path / "out" / "manifest.json").unlink()
+    manifest = prepare(cfg, tmp_path / "out", rows_per_shard=2, progress=False)
+    assert manifest.n_objects == 5 and len(manifest.shards) == 3
+    shards = ShardSet(tmp_path / "out")
+    assert shards.ids == [f"d{i}" for i in range(5)]
+    np.testing.assert_array_equal(shards[4]["image"], pixels[4].transpose(2, 0, 1))

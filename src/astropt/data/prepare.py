@@ -374,8 +374,10 @@ def format_info(summary: dict[str, Any]) -> str:
             else:
                 values = stats["min_median_max"] or [float("nan")] * 3
                 lines.append(f"{name:<24} {stats['type']:<8} " + " ".join(f"{v:>12.5g}" for v in values))
+    band_names = summary["source"].get("config", {}).get("bands") or []
     for name, stats in summary["band_stats"].items():
-        lines += ["", f"{name} per band: {'mean':>12} {'std':>12}"]
-        for band, (mean, std) in enumerate(zip(stats["mean"], stats["std"], strict=True)):
-            lines.append(f"  band {band:<{len(name) + 5}} {mean:>12.5g} {std:>12.5g}")
+        lines += ["", f"{name + ' band':<24} {'mean':>12} {'std':>12}"]
+        names = band_names if len(band_names) == len(stats["mean"]) else range(len(stats["mean"]))
+        for band, mean, std in zip(names, stats["mean"], stats["std"], strict=True):
+            lines.append(f"  {band!s:<22} {mean:>12.5g} {std:>12.5g}")
     return "\n".join(lines)

@@ -62,7 +62,7 @@ class SourceConfig:
     split: str = "train"
     """Hugging Face split."""
     streaming: bool = False
-    """Stream a hub dataset instead of downloading it (always on for hub ids)."""
+    """Read a local dataset in order as a stream (hub ids are always streamed)."""
     # --- image preprocessing (applied before the per-patch normalisation)
     image_size: int = 0
     """Crop/pad images around the centre to this size (0: keep the native size)."""

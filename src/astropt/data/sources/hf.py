@@ -104,6 +104,8 @@ class HFSource(Source):
 
         super().__init__(config)
         self.dataset = load(config)
+        if config.streaming and isinstance(self.dataset, datasets.Dataset):
+            self.dataset = self.dataset.to_iterable_dataset()  # read in order, like a hub stream
         self.random_access = isinstance(self.dataset, datasets.Dataset)
         names = list(self.dataset.features or {}) if self.dataset.features else []
         self.columns = dict(config.columns) or {config.field: config.field}
