@@ -43,10 +43,10 @@ def _open(path: Path) -> fits.HDUList:
     return hdul
 
 
-def _select_hdu(hdul: fits.HDUList, key: int | str | None, path: Path) -> Any:
+def _select_hdu(hdul: fits.HDUList, key: int | str | None) -> Any:
     if key is None:
         for hdu in hdul:
-            if hdu.data is not None and (hdu.is_image is False or np.ndim(hdu.data) >= 1):
+            if hdu.data is not None and np.size(hdu.data) > 0:
                 return hdu
         raise BadArray("no HDU holds data (all HDUs are empty)")
     try:
@@ -77,7 +77,7 @@ def read_fits(paths: list[Path], field: str, cfg: SourceConfig) -> dict[str, np.
         with _open(path) as hdul:
             hdul.verify("silentfix+ignore")
             for key in _hdu_keys(cfg):
-                hdu = _select_hdu(hdul, key, path)
+                hdu = _select_hdu(hdul, key)
                 if isinstance(hdu, (fits.BinTableHDU, fits.TableHDU)):
                     if len(paths) > 1 or len(cfg.hdus) > 1:
                         raise BadArray("cannot stack a table HDU as an image band")
