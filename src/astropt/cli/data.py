@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 
-DATA_COMMAND_MODULES: list[str] = ["astropt.cli.data_prepare"]
+DATA_COMMAND_MODULES: list[str] = ["astropt.cli.data_prepare", "astropt.cli.data_synth"]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
