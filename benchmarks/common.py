@@ -72,8 +72,9 @@ def timed(fn: Callable[[], object], warmup: int, repeats: int, min_time: float =
     return times
 
 
-def median(values: list[float]) -> float:
-    return float(statistics.median(values))
+def stats(times: list[float]) -> dict:
+    """Median, best and all times of a measurement (seconds)."""
+    return {"median_s": float(statistics.median(times)), "min_s": min(times), "times": times}
 
 
 def peak_rss_mb() -> float:
@@ -107,16 +108,24 @@ def forward_flops_per_token(n_params_matmul: int, n_layer: int, n_embd: int, seq
     return train_flops_per_token(n_params_matmul, n_layer, n_embd, seq) / 3.0
 
 
-def matmul_peak(dtype_name: str, sizes: tuple[int, ...] = (1024, 2048), repeats: int = 6) -> dict:
+def matmul_peak(
+    dtype_name: str, sizes: tuple[int, ...] = (1024, 2048), repeats: int = 6, device: str = "cpu"
+) -> dict:
     """Best matmul FLOP/s of this machine for a dtype, over a few square sizes."""
     import torch
 
     dtype = getattr(torch, dtype_name)
     best = {}
     for n in sizes:
-        a = torch.randn(n, n, dtype=dtype)
-        b = torch.randn(n, n, dtype=dtype)
-        times = timed(lambda a=a, b=b: torch.matmul(a, b), warmup=2, repeats=repeats)
+        a = torch.randn(n, n, dtype=dtype, device=device)
+        b = torch.randn(n, n, dtype=dtype, device=device)
+
+        def mm(a=a, b=b):
+            torch.matmul(a, b)
+            if device != "cpu":
+                torch.cuda.synchronize()
+
+        times = timed(mm, warmup=2, repeats=repeats)
         best[n] = 2.0 * n**3 / min(times)
     return {"flops": max(best.values()), "by_size": {str(k): v for k, v in best.items()}}
 

@@ -49,10 +49,10 @@ def make_batch(shape: common.Shape, batch: int, n_tokens: int, seed: int = 1) ->
     }
 
 
-def autocast(dtype: str) -> contextlib.AbstractContextManager:
+def autocast(dtype: str, device: str = "cpu") -> contextlib.AbstractContextManager:
     if dtype == "float32":
         return contextlib.nullcontext()
-    return torch.autocast("cpu", dtype=getattr(torch, dtype))
+    return torch.autocast(torch.device(device).type, dtype=getattr(torch, dtype))
 
 
 def matmul_params(model: AstroPT) -> int:
@@ -75,7 +75,8 @@ class LossForward(torch.nn.Module):
 def bench_train(spec: dict) -> dict:
     """Forward + backward + AdamW step of the AR loss; tokens/s and MFU inputs."""
     model, shape = build(spec)
-    model.train()
+    device = spec.get("device", "cpu")
+    model.train().to(device)
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     groups = [{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}]
@@ -83,20 +84,21 @@ def bench_train(spec: dict) -> dict:
     loss_fn = LossForward(model)
     if spec.get("compile"):
         loss_fn = torch.compile(loss_fn)
-    batch = make_batch(shape, shape.batch, shape.n_tokens)
+    batch = {k: v.to(device) for k, v in make_batch(shape, shape.batch, shape.n_tokens).items()}
 
     def step():
-        with autocast(spec["dtype"]):
+        with autocast(spec["dtype"], device):
             loss = loss_fn(batch)
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
+        if device != "cpu":
+            torch.cuda.synchronize()
 
     times = common.timed(step, spec["warmup"], spec["repeats"], spec.get("min_time", 0.0))
     tokens = shape.batch * shape.n_tokens
     return {
-        "median_s": common.median(times),
-        "times": times,
+        **common.stats(times),
         "tokens_per_step": tokens,
         "n_params": model.num_params(),
         "n_params_matmul": matmul_params(model),
@@ -117,7 +119,7 @@ def bench_embed(spec: dict) -> dict:
             return model.embed(batch)["images"]
 
     times = common.timed(run, spec["warmup"], spec["repeats"], spec.get("min_time", 0.0))
-    return {"median_s": common.median(times), "times": times, "objects_per_step": batch_size}
+    return {**common.stats(times), "objects_per_step": batch_size}
 
 
 def bench_generate(spec: dict) -> dict:
@@ -131,7 +133,7 @@ def bench_generate(spec: dict) -> dict:
             return model.generate(given, "images", spec["n_new"], use_cache=spec["use_cache"])
 
     times = common.timed(run, spec["warmup"], spec["repeats"])
-    return {"median_s": common.median(times), "times": times}
+    return {**common.stats(times)}
 
 
 def bench_parity(spec: dict) -> dict:
@@ -190,7 +192,7 @@ def bench_data(spec: dict) -> dict:
             next(batches)
 
     times = common.timed(epoch, spec["warmup"], spec["repeats"])
-    return {"median_s": common.median(times), "times": times, "objects_per_step": n_batches * shape.batch}
+    return {**common.stats(times), "objects_per_step": n_batches * shape.batch}
 
 
 def write_shards(folder: Path, n_objects: int, side: int) -> None:
@@ -212,7 +214,9 @@ def write_shards(folder: Path, n_objects: int, side: int) -> None:
 
 def bench_peak(spec: dict) -> dict:
     """Peak matmul FLOP/s of this machine for one dtype (the MFU denominator)."""
-    return common.matmul_peak(spec["dtype"], repeats=spec.get("repeats", 6))
+    device = spec.get("device", "cpu")
+    sizes = (1024, 2048) if device == "cpu" else (4096, 8192)
+    return common.matmul_peak(spec["dtype"], sizes, spec.get("repeats", 6), device)
 
 
 HANDLERS = {

@@ -77,8 +77,7 @@ def bench_train(spec: dict) -> dict:
 
     times = common.timed(step, spec["warmup"], spec["repeats"], spec.get("min_time", 0.0))
     return {
-        "median_s": common.median(times),
-        "times": times,
+        **common.stats(times),
         "tokens_per_step": shape.batch * shape.n_tokens,
         "n_params": model.get_num_params(),
     }
@@ -96,7 +95,7 @@ def bench_embed(spec: dict) -> dict:
             return model.generate_embeddings(batch)["images"]
 
     times = common.timed(run, spec["warmup"], spec["repeats"], spec.get("min_time", 0.0))
-    return {"median_s": common.median(times), "times": times, "objects_per_step": batch_size}
+    return {**common.stats(times), "objects_per_step": batch_size}
 
 
 def generate(model, inputs: dict, new_tokens: int) -> torch.Tensor:
@@ -122,7 +121,7 @@ def bench_generate(spec: dict) -> dict:
             return generate(model, given, spec["n_new"])
 
     times = common.timed(run, spec["warmup"], spec["repeats"])
-    return {"median_s": common.median(times), "times": times}
+    return {**common.stats(times)}
 
 
 def bench_parity(spec: dict) -> dict:

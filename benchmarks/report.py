@@ -39,7 +39,7 @@ def _peak(results: dict, dtype: str) -> float | None:
 def _mfu(side: dict | None, flops_per_step: float | None, peak: float | None) -> str:
     if not side or not flops_per_step or not peak:
         return "-"
-    return f"{100 * flops_per_step / side['median_s'] / peak:.0f}%"
+    return f"{100 * flops_per_step / side['time_s'] / peak:.0f}%"
 
 
 def _train_rows(results: dict, section: dict, key_dtype: bool = True) -> list[list[str]]:
@@ -53,8 +53,8 @@ def _train_rows(results: dict, section: dict, key_dtype: bool = True) -> list[li
             [
                 key,
                 f"{ours['n_params'] / 1e6:.1f}M",
-                _f(tokens / ours["median_s"], 0),
-                _f(tokens / ref["median_s"], 0) if ref else "-",
+                _f(tokens / ours["time_s"], 0),
+                _f(tokens / ref["time_s"], 0) if ref else "-",
                 _ratio(pair["speedup"]),
                 _mfu(ours, flops, _peak(results, dtype)),
                 _mfu(ref, flops, _peak(results, dtype)),
@@ -76,7 +76,8 @@ def render(results: dict) -> str:
         f"torch {m['torch']} ({m['threads']} threads); {m['date']}",
         f"Reference: astropt {results['reference'] or '(not run)'}; default dtype (auto): "
         f"{results['default_dtype']}; load {results.get('load_start')} -> {results.get('load_end')}; "
-        f"quick={results['quick']}",
+        f"quick={results['quick']}; statistic: {results.get('stat', 'min')} per measurement, "
+        f"median over alternating rounds; worker env {results.get('worker_env') or '{}'}",
         "",
     ]
     if results.get("peak"):
@@ -93,7 +94,7 @@ def render(results: dict) -> str:
         for key, pair in results["embed"].items():
             ours, ref = pair["ours"], pair["ref"]
             n = ours["objects_per_step"]
-            rows.append([key, _f(n / ours["median_s"]), _f(n / ref["median_s"]) if ref else "-", _ratio(pair["speedup"])])
+            rows.append([key, _f(n / ours["time_s"]), _f(n / ref["time_s"]) if ref else "-", _ratio(pair["speedup"])])
         out += _table(["config/dtype", "ours obj/s", "ref obj/s", "speedup"], rows) + [""]
     if results.get("generate"):
         out += ["### Generation: 64 image tokens from 64 given (24M, batch 1, fp32), seconds", ""]
@@ -102,14 +103,14 @@ def render(results: dict) -> str:
             if pair is None:
                 continue
             ref = pair["ref"]
-            rows.append([key, _f(pair["ours"]["median_s"], 3), _f(ref["median_s"], 3) if ref else "-", _ratio(pair["speedup"])])
+            rows.append([key, _f(pair["ours"]["time_s"], 3), _f(ref["time_s"], 3) if ref else "-", _ratio(pair["speedup"])])
         out += _table(["ours", "ours s", "ref s (no cache)", "speedup"], rows) + [""]
     if results.get("data"):
         out += ["### Data: prepared shards -> model batches (read, tokenise, collate), 1 process", ""]
         rows = []
         for key, d in results["data"].items():
             o = d["ours"]
-            rows.append([key, _f(o["objects_per_step"] / o["median_s"], 0), _f(o["peak_rss_mb"], 0)])
+            rows.append([key, _f(o["objects_per_step"] / o["time_s"], 0), _f(o["peak_rss_mb"], 0)])
         out += _table(["config", "objects/s", "RSS MB"], rows) + [""]
     if results.get("scaling"):
         out += [f"### Scaling (training step, {results['default_dtype']}): sequence length at 24M width, model size at 256 tokens", ""]
@@ -130,7 +131,7 @@ def render(results: dict) -> str:
         for key, r in results["gpu"].items():
             if key == "peak":
                 continue
-            rows.append([key, _f(r["tokens_per_step"] / r["median_s"], 0), _mfu(r, r["flops_per_step"], peak)])
+            rows.append([key, _f(r["tokens_per_step"] / r["time_s"], 0), _mfu(r, r["flops_per_step"], peak)])
         out += _table(["variant", "tok/s", "MFU"], rows) + [""]
     return "\n".join(out)
 
@@ -143,7 +144,7 @@ def _defaults_line(results: dict) -> list[str]:
         ours = train.get(f"{name}/{results['default_dtype']}")
         ref = train.get(f"{name}/float32")
         if ours and ref and ref["ref"]:
-            ratio = ref["ref"]["median_s"] / ours["ours"]["median_s"]
+            ratio = ref["ref"]["time_s"] / ours["ours"]["time_s"]
             lines.append(
                 f"- {name}: ours at its default ({results['default_dtype']}) vs reference fp32: "
                 f"{ratio:.2f}x tokens/s"

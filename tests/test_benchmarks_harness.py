@@ -1,0 +1,81 @@
+"""The benchmark harness's own logic: FLOP counts, timing helpers, pairing and the report.
+
+No worker subprocess is started here (benchmarks are not tests); the workers' parsing is
+exercised on a fake one-line script instead.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks import common, report, run  # noqa: E402
+
+
+def test_flops_follow_the_palm_count():
+    # 6 N per token plus 12 L C T for attention; forward is a third of it.
+    n, layers, width, seq = 1000, 2, 8, 16
+    assert common.train_flops_per_token(n, layers, width, seq) == 6 * n + 12 * layers * width * seq
+    assert common.forward_flops_per_token(n, layers, width, seq) * 3 == pytest.approx(
+        common.train_flops_per_token(n, layers, width, seq)
+    )
+
+
+def test_timed_keeps_going_until_min_time():
+    calls = []
+    times = common.timed(lambda: calls.append(1), warmup=2, repeats=3, min_time=10.0)
+    # Fast calls never reach 10 s: capped at 4x the repeats, warm-up calls not timed.
+    assert len(times) == 12 and len(calls) == 14
+    s = common.stats(times)
+    assert s["min_s"] <= s["median_s"]
+
+
+def test_run_worker_reads_the_last_line_and_reports_failures(tmp_path, monkeypatch):
+    script = tmp_path / "fake_worker.py"
+    script.write_text("import sys\nprint('number of parameters: 1M')\nprint('{\"min_s\": 2.0}')\n")
+    monkeypatch.setattr(run, "HERE", tmp_path)
+    assert run.run_worker(sys.executable, script.name, {"bench": "x"}) == {"min_s": 2.0}
+    script.write_text("raise SystemExit('boom')\n")
+    with pytest.raises(run.WorkerError, match="boom"):
+        run.run_worker(sys.executable, script.name, {"bench": "x"})
+
+
+def test_worker_env_policies(monkeypatch):
+    assert run.worker_env("default") == {}
+    assert run.worker_env("passive") == {"OMP_WAIT_POLICY": "PASSIVE"}
+    monkeypatch.setattr(common, "load", lambda: [1000.0, 0.0, 0.0])
+    assert run.worker_env("auto") == {"OMP_WAIT_POLICY": "PASSIVE"}
+    monkeypatch.setattr(common, "load", lambda: [0.0, 0.0, 0.0])
+    assert run.worker_env("auto") == {}
+
+
+def _result(seconds: float, **extra) -> dict:
+    return {"min_s": seconds, "median_s": seconds, "time_s": seconds, "peak_rss_mb": 100.0, **extra}
+
+
+def test_report_ratios_and_mfu():
+    train = {"tokens_per_step": 1000, "n_params": 2e6, "flops_per_step": 1e12}
+    results = {
+        "machine": {"cpu": "x", "cores": 2, "bf16_hw": [], "torch": "t", "threads": 2, "date": "d"},
+        "reference": "2.0.9",
+        "default_dtype": "float32",
+        "quick": True,
+        "peak": {"float32": {"flops": 1e12}},
+        "train": {
+            "24M/float32": {
+                "ours": _result(2.0, **train),
+                "ref": _result(5.0, **train),
+                "speedup": 2.5,
+            }
+        },
+    }
+    text = report.render(results)
+    # 1e12 FLOP in 2 s on a 1e12 FLOP/s peak: 50 % MFU; the reference at 5 s: 20 %.
+    row = next(line for line in text.splitlines() if line.startswith("| 24M/float32"))
+    assert "500" in row and "200" in row and "2.50x" in row and "50%" in row and "20%" in row
+    assert "vs reference fp32: 2.50x" in text
+    json.dumps(results)  # the results stay JSON-serialisable
