@@ -97,6 +97,11 @@ class Band:
         """nMgy of spectra ``f_lambda`` (..., len(wave)) sampled on this band's grid."""
         return np.trapezoid(f_lambda * self.throughput * self.wave, self.wave, axis=-1) / self.norm
 
+    def flux_on(self, wave: np.ndarray, f_lambda: np.ndarray) -> float:
+        """nMgy of a spectrum sampled on its own grid ``wave`` (finer than the band's)."""
+        transmission = np.interp(wave, self.wave, self.throughput, left=0.0, right=0.0)
+        return float(np.trapezoid(f_lambda * transmission * wave, wave) / self.norm)
+
     def line_flux(self, wave: np.ndarray, flux: np.ndarray) -> np.ndarray:
         """nMgy of unresolved lines at observed ``wave`` with fluxes ``flux`` (1e-17 erg/s/cm^2)."""
         transmission = np.interp(wave, self.wave, self.throughput, left=0.0, right=0.0)
