@@ -158,3 +158,36 @@ def test_cross_modal_generation_cache_agrees(missing_scalar):
     h, seq = full_order.eval()(full)
     first = full_order.decode("spectrum", h[:, seq.segments[-1].start - 1])
     torch.testing.assert_close(cached[:, 0], first, atol=1e-5, rtol=1e-5)
+
+
+def test_light_curves_and_scalars_pad_and_train():
+    """Ragged light curves (continuous time positions) next to catalogue scalars."""
+    rng = np.random.default_rng(1)
+    mods = [
+        ModalityConfig(name="lc", kind="timeseries", field="lightcurve", bands=["g", "r"], max_tokens=24),
+        ModalityConfig(name="cat", kind="scalars", scalar_names=["period"]),
+    ]
+    cfg = ModelConfig(n_layer=2, n_head=2, n_embd=32, block_size=32, modalities=mods,
+                      modality_order="config", modality_tokens=True)
+    recs = []
+    for i, n in enumerate([24, 9, 17, 12]):
+        t = np.sort(rng.uniform(0, 30, n))
+        period = rng.uniform(2, 6)
+        recs.append({"id": f"v{i}", "lightcurve_time": t, "lightcurve_band": rng.integers(0, 2, n),
+                     "lightcurve_flux": np.sin(2 * np.pi * t / period), "lightcurve_err": np.full(n, 0.1),
+                     "labels": {"period": period}})
+    torch.manual_seed(0)
+    model = AstroPT(cfg).eval()
+    batch = collate(cfg, recs)
+    alone = collate(cfg, recs[1:2])
+    got, want = real_outputs(model, batch, 1), real_outputs(model, alone, 0)
+    for name in want:
+        torch.testing.assert_close(got[name], want[name], atol=1e-5, rtol=1e-5)
+    before = model.loss(batch).item()
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    for _ in range(30):
+        opt.zero_grad()
+        model.loss(batch).backward()
+        opt.step()
+    assert model.eval().loss(batch).item() < 0.7 * before
