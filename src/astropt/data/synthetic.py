@@ -188,7 +188,8 @@ def render_object(index: int, seed: int, cfg: SurveyConfig) -> dict[str, Any]:
     kind = draw_kind(rng_kind, cfg.rare_fraction)
     g = draw_galaxy(rng, tables, max_hlr=0.25 * stamp_arcsec, kind=kind)
     components = galaxy_components(g, tables, knot_seed)
-    components += rare_components(kind, g, components, tables, rng, stamp_arcsec, knot_seed)
+    components += rare_components(kind, g, components, tables, rng, cfg.pixel_scale,
+                                  cfg.image_size, knot_seed)
 
     image = draw_image(components, psf_profile(g), cfg.band_indices, cfg.image_size, cfg.pixel_scale)
     image = add_image_noise(image, cfg.bands, cfg.pixel_scale, rng_noise)

@@ -19,7 +19,8 @@ import numpy as np
 from astropt.data.galsim_templates import ALL_BANDS, SED_NAMES, Tables
 
 MAG_RANGE = (17.0, 24.0)
-COUNTS_SLOPE = 0.2  # dN/dm proportional to 10**(COUNTS_SLOPE * m)
+COUNTS_SLOPE = 0.15  # dN/dm ~ 10**(0.15 m): flatter than real counts (~0.35) so that
+# bright, well-resolved galaxies are common enough to learn from
 Z_RANGE = (0.02, 1.5)
 DISK_THICKNESS = 0.2  # intrinsic axis ratio of an edge-on disk
 SERSIC_STEP = 0.5  # Sersic indices are quantised so GalSim's profile tables are reused
@@ -141,10 +142,10 @@ def _draw_basics(rng: np.random.Generator, kind: str) -> tuple[float, float, flo
     if kind == "lens":  # lenses are bright, massive early types at intermediate redshift
         mag_r, z = float(rng.uniform(17.5, 20.5)), float(rng.uniform(0.15, 0.6))
         bulge_fraction = float(rng.uniform(0.8, 0.97))
-    elif kind == "edge_on_dust":  # a bright, nearly edge-on, disk-dominated galaxy
-        mag_r = float(rng.uniform(17.0, 20.5))
+    elif kind == "edge_on_dust":  # a bright, large, edge-on disk with a modest bulge
+        mag_r = float(rng.uniform(17.0, 19.5))
         z = draw_redshift(rng, mag_r)
-        bulge_fraction, cos_i = float(rng.uniform(0.02, 0.2)), float(rng.uniform(0.0, 0.03))
+        bulge_fraction, cos_i = float(rng.uniform(0.25, 0.5)), float(rng.uniform(0.0, 0.03))
     return mag_r, z, bulge_fraction, cos_i
 
 
@@ -170,8 +171,11 @@ def draw_galaxy(rng: np.random.Generator, tables: Tables, max_hlr: float,
     # Bell et al. (2003) r-band mass-to-light ratio from rest-frame g-r; M_sun,r = 4.65.
     log_mass = -0.4 * (abs_mag - 4.65) + (-0.306 + 1.097 * rest_g_r)
     disk_hlr, bulge_hlr = draw_sizes(rng, tables, abs_mag, z, bulge_fraction, max_hlr)
+    if kind == "edge_on_dust":  # big enough on the sky for a dust lane to be resolved
+        disk_hlr = max(disk_hlr, float(rng.uniform(0.6, 0.9)) * max_hlr)
+        bulge_hlr = float(rng.uniform(0.35, 0.5)) * disk_hlr
     sersic = float(np.clip(rng.normal(2.0 + 2.5 * bulge_fraction, 0.6), 1.0, 6.0))
-    thickness = 0.1 if kind == "edge_on_dust" else DISK_THICKNESS
+    thickness = 0.25 if kind == "edge_on_dust" else DISK_THICKNESS
     return Galaxy(
         mag_r=mag_r, redshift=z, bulge_fraction=bulge_fraction, bulge_sed=bulge_sed,
         disk_sed=disk_sed, halpha_ew=halpha_ew, knot_fraction=knot_fraction, n_knots=n_knots,
@@ -179,7 +183,7 @@ def draw_galaxy(rng: np.random.Generator, tables: Tables, max_hlr: float,
         disk_hlr=disk_hlr, bulge_hlr=bulge_hlr,
         sersic_n=float(np.round(sersic / SERSIC_STEP) * SERSIC_STEP),
         disk_q=float(np.sqrt(cos_i**2 * (1 - thickness**2) + thickness**2)),
-        bulge_q=float(rng.uniform(0.65, 1.0)),
+        bulge_q=float(rng.uniform(0.55, 0.75) if kind == "edge_on_dust" else rng.uniform(0.65, 1.0)),
         position_angle=float(rng.uniform(0.0, np.pi)),
         psf_fwhm=float(np.clip(0.9 * 10.0 ** (0.08 * rng.standard_normal()), 0.55, 1.6)),
         psf_g1=float(0.02 * rng.standard_normal()),

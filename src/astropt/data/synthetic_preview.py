@@ -36,10 +36,12 @@ def rgb_image(image: np.ndarray, bands: str) -> np.ndarray:
 
     channels = [image[c] * RGB_WEIGHTS.get(bands[c], 1.0) for c in _rgb_bands(bands)]
     mean = np.mean(channels, axis=0)
-    # Scale to the galaxy, not to the noise: a high percentile of the smoothed light.
-    peak = float(np.percentile(mean, 99.7))
+    # Scale to the galaxy, not to the noise: a high percentile of the 3x3-smoothed light.
+    padded = np.pad(mean, 1, mode="edge")
+    smooth = sum(padded[i:i + mean.shape[0], j:j + mean.shape[1]] for i in range(3) for j in range(3)) / 9
+    peak = float(np.percentile(smooth, 99.5))
     stretch = max(peak, 1e-6) * 0.5
-    return make_lupton_rgb(*channels, minimum=-0.05 * stretch, stretch=stretch, Q=6)
+    return make_lupton_rgb(*channels, minimum=0.0, stretch=stretch, Q=6)
 
 
 def _pick(shards: ShardSet, n: int) -> np.ndarray:
