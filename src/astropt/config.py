@@ -34,7 +34,9 @@ class ConfigError(ValueError):
 
 # ----------------------------------------------------------------------------- modalities
 
-ModalityKind = Literal["image", "spectrum", "timeseries", "scalars"]
+ModalityKind = Literal["image", "spectrum", "timeseries", "scalars", "tokens"]
+"""``tokens``: token vectors given as they are (no tokeniser in this package), e.g. a
+non-image modality imported from a reference checkpoint; ``max_tokens`` bounds its length."""
 
 
 @dataclass
@@ -124,6 +126,8 @@ class ModalityConfig:
                 )
         if self.kind == "scalars":
             self._check_scalars()
+        if self.kind == "tokens" and self.max_tokens <= 0:
+            raise ConfigError(f"modality {self.name!r}: tokens need max_tokens > 0")
         if self.kind in ("spectrum", "timeseries"):
             self._check_sequence()
         if self.input_size <= 0 and self.kind != "image":
