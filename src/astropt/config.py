@@ -512,7 +512,13 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
 
 
 def _defaults_as_data(cls: type) -> dict[str, Any]:
-    return to_dict(cls())
+    data = to_dict(cls())
+    model = data.get("model")
+    if isinstance(model, dict) and "modalities" in model:
+        # Keep only what defines the default modalities: their derived fields (input_size,
+        # field, ...) must be derived again after overrides such as a new patch_size.
+        model["modalities"] = [{"name": m["name"], "kind": m["kind"]} for m in model["modalities"]]
+    return data
 
 
 def load_config(
