@@ -13,7 +13,13 @@ from astropt.cli import main
 from astropt.config import ConfigError
 from astropt.data import galsim_templates as gt
 from astropt.data.shards import DataError, Manifest, ShardSet, shard_path
-from astropt.data.synthetic import SurveyConfig, preview, render_object, synthesize
+from astropt.data.synthetic import (
+    SurveyConfig,
+    half_light_radius,
+    preview,
+    render_object,
+    synthesize,
+)
 from astropt.data.synthetic_params import RARE_KINDS, draw_galaxy, draw_kind
 from astropt.data.synthetic_render import SPECTRUM_WAVE, draw_image, galaxy_components, psf_profile
 
@@ -94,6 +100,13 @@ def test_image_centroid_at_stamp_centre():
         total = image[0].sum()
         assert (image[0] * xx).sum() / total == pytest.approx(15.5, abs=0.02)
         assert (image[0] * yy).sum() / total == pytest.approx(15.5, abs=0.02)
+
+
+def test_half_light_radius_label_matches_galsim():
+    g = _galaxy(2, bulge_fraction=0.4, sersic_n=3.0, bulge_hlr=0.3, disk_hlr=0.9)
+    profile = galsim.Add([galsim.Sersic(n=3.0, half_light_radius=0.3, flux=0.4),
+                          galsim.Exponential(half_light_radius=0.9, flux=0.6)])
+    assert half_light_radius(g) == pytest.approx(profile.calculateHLR(scale=0.01, size=800), rel=0.01)
 
 
 def test_spectrum_through_a_band_matches_its_magnitude():

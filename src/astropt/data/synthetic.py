@@ -13,7 +13,8 @@ Each object (``render_object``) is a record of the prepared-shard format:
   galaxy (continuum + nebular emission lines), with noise; ``spectrum_wavelength``
   (Angstrom, 3600-9800, fixed grid) and ``spectrum_ivar``;
 - ``photometry`` / ``photometry_err`` float32 ``(bands,)``: noisy AB magnitudes and errors;
-- ``labels``: every drawn parameter and derived quantities (see ``LABEL_DOC``).
+- ``labels``: every drawn parameter and derived quantities (listed in the README,
+  "The synthetic survey").
 
 About ``rare_fraction`` of the objects are rare classes (``kind`` label): strong-lens arcs,
 a bright star overlapping the galaxy, an edge-on dust-lane disk, a merger pair.
