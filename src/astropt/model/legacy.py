@@ -265,7 +265,8 @@ def lora_scaling(args: dict[str, Any], new_generation: bool) -> float:
     Up to 2.0.x the reference built ``lora.Linear(..., r=lora_r)`` without ``lora_alpha``,
     so loralib's default alpha of 1 applies (scaling ``1 / r``); later versions (with the
     ``encoders``/``decoders`` names) pass ``lora_alpha * sqrt(r)`` (rank-stabilised LoRA),
-    i.e. a scaling of ``lora_alpha / sqrt(r)``.
+    i.e. a scaling of ``lora_alpha / sqrt(r)``. loralib merges the update into the weight
+    in eval mode; checkpoints saved by the training script (in train mode) hold it unmerged.
     """
     r = int(args.get("lora_r") or 0)
     if r <= 0:
@@ -305,7 +306,10 @@ def reference_state_dict(
             weight = renamed[f"{prefix}.weight"]
             delta = (ab["B"].double() @ ab["A"].double()) * scale  # (out, r) @ (r, in)
             renamed[f"{prefix}.weight"] = (weight.double() + delta).to(weight.dtype)
-        log.info("%s: merged LoRA weights of %d layers (scaling %.4g)", source, len(lora), scale)
+        # The scaling is a property of the reference version, not of the file: say which one.
+        level = logging.WARNING if new_generation and scaling is None else logging.INFO
+        log.log(level, "%s: merged LoRA weights of %d layers with scaling %.4g (override: lora_scale)",
+                source, len(lora), scale)
     return renamed
 
 
