@@ -154,6 +154,10 @@ class Tables:
     def distance_modulus(self, z: float) -> float:
         return float(np.interp(np.log(z), np.log(self.cosmo_z), self.distmod))
 
+    def z_at_distance_modulus(self, distmod: float) -> float:
+        """Redshift whose distance modulus is ``distmod`` (monotonic table inverse)."""
+        return float(np.exp(np.interp(distmod, self.distmod, np.log(self.cosmo_z))))
+
     def arcsec_per_kpc(self, z: float) -> float:
         return 1.0 / float(np.interp(np.log(z), np.log(self.cosmo_z), self.kpc_per_arcsec))
 

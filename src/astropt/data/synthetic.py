@@ -68,7 +68,7 @@ from astropt.data.synthetic_render import (
 
 log = logging.getLogger(__name__)
 
-GENERATOR_VERSION = 1  # bump when the rendering changes: invalidates cached surveys
+GENERATOR_VERSION = 2  # bump when the rendering changes: invalidates cached surveys
 SETTINGS_FILE = "synthetic.json"  # written first; lets an interrupted run resume safely
 
 

@@ -22,6 +22,7 @@ MAG_RANGE = (17.0, 24.0)
 COUNTS_SLOPE = 0.15  # dN/dm ~ 10**(0.15 m): flatter than real counts (~0.35) so that
 # bright, well-resolved galaxies are common enough to learn from
 Z_RANGE = (0.02, 1.5)
+BRIGHTEST_ABS_MAG = -23.5
 DISK_THICKNESS = 0.2  # intrinsic axis ratio of an edge-on disk
 SERSIC_STEP = 0.5  # Sersic indices are quantised so GalSim's profile tables are reused
 HALPHA_EW = (0.0, 12.0, 30.0, 70.0)  # median rest-frame EW (A) of H-alpha per template
@@ -74,7 +75,9 @@ def draw_redshift(rng: np.random.Generator, mag_r: float) -> float:
     """Redshift given magnitude: p(z) ~ z^2 exp(-(z/z0)^1.5), z0 growing with m.
 
     With ``u = (z/z0)^1.5`` this is ``u ~ Gamma(2)``; median z is about 0.07 at r=17,
-    0.45 at r=20 and 1.0 at r=24 (roughly as in deep optical surveys).
+    0.45 at r=20 and 1.0 at r=24 (roughly as in deep optical surveys). ``draw_galaxy``
+    then redraws galaxies brighter than ``M_r = BRIGHTEST_ABS_MAG``, which mostly removes
+    bright red galaxies at high redshift.
     """
     z0 = 0.045 + 0.1 * (mag_r - MAG_RANGE[0])
     for _ in range(1000):
@@ -152,22 +155,25 @@ def _draw_basics(rng: np.random.Generator, kind: str) -> tuple[float, float, flo
 def draw_galaxy(rng: np.random.Generator, tables: Tables, max_hlr: float,
                 kind: str = "normal") -> Galaxy:
     """Draw one galaxy's physical parameters (see module docstring for the order)."""
-    mag_r, z, bulge_fraction, cos_i = _draw_basics(rng, kind)
-    bulge_sed, disk_sed = draw_templates(rng, bulge_fraction)
-    if kind == "lens":
-        bulge_sed, disk_sed = 0, 0
-    elif kind == "edge_on_dust":
-        disk_sed = max(disk_sed, 1)
-    halpha_ew = HALPHA_EW[disk_sed] * float(10.0 ** (0.2 * rng.standard_normal()))
-    star_forming = disk_sed >= 2 or (disk_sed == 1 and bulge_fraction < 0.5)
-    has_knots = star_forming and kind != "edge_on_dust" and rng.random() < 0.5
-    knot_fraction = float(rng.uniform(0.1, 0.35)) if has_knots else 0.0
-    n_knots = int(rng.integers(5, 41)) if has_knots else 0
-    total = 10.0 ** (-0.4 * (mag_r - 22.5))
-    disk_flux = (1.0 - bulge_fraction) * total
-    seds = [bulge_sed, disk_sed, SED_NAMES.index("Im")]
-    fluxes = [bulge_fraction * total, disk_flux * (1 - knot_fraction), disk_flux * knot_fraction]
-    abs_mag, rest_g_r = rest_frame(tables, z, seds, [max(f, 1e-12) for f in fluxes])
+    for _ in range(100):  # redraw the rare over-luminous combinations (e.g. r=20 E at z=1.4)
+        mag_r, z, bulge_fraction, cos_i = _draw_basics(rng, kind)
+        bulge_sed, disk_sed = draw_templates(rng, bulge_fraction)
+        if kind == "lens":
+            bulge_sed, disk_sed = 0, 0
+        elif kind == "edge_on_dust":
+            disk_sed = max(disk_sed, 1)
+        halpha_ew = HALPHA_EW[disk_sed] * float(10.0 ** (0.2 * rng.standard_normal()))
+        star_forming = disk_sed >= 2 or (disk_sed == 1 and bulge_fraction < 0.5)
+        has_knots = star_forming and kind != "edge_on_dust" and rng.random() < 0.5
+        knot_fraction = float(rng.uniform(0.1, 0.35)) if has_knots else 0.0
+        n_knots = int(rng.integers(5, 41)) if has_knots else 0
+        total = 10.0 ** (-0.4 * (mag_r - 22.5))
+        disk_flux = (1.0 - bulge_fraction) * total
+        seds = [bulge_sed, disk_sed, SED_NAMES.index("Im")]
+        fluxes = [bulge_fraction * total, disk_flux * (1 - knot_fraction), disk_flux * knot_fraction]
+        abs_mag, rest_g_r = rest_frame(tables, z, seds, [max(f, 1e-12) for f in fluxes])
+        if abs_mag >= BRIGHTEST_ABS_MAG:
+            break
     # Bell et al. (2003) r-band mass-to-light ratio from rest-frame g-r; M_sun,r = 4.65.
     log_mass = -0.4 * (abs_mag - 4.65) + (-0.306 + 1.097 * rest_g_r)
     disk_hlr, bulge_hlr = draw_sizes(rng, tables, abs_mag, z, bulge_fraction, max_hlr)
