@@ -11,8 +11,8 @@ from astropt.config import (
     TrainConfig,
     load_config,
 )
-from astropt.model import AstroPT, load_pretrained, save_pretrained
 from astropt.modalities import Tokens, build_modality
+from astropt.model import AstroPT, load_pretrained, save_pretrained
 
 __version__ = "0.1.0"
 
