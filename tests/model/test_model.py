@@ -145,7 +145,7 @@ def test_tiny_model_overfits_one_batch():
     batch = {"images": tokens.values, "images_positions": tokens.positions}
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     first = model.loss(batch).item()
-    for _ in range(300):
+    for _ in range(150):  # ~40x lower at 150 steps; 10x leaves a wide margin
         loss = model.loss(batch)
         opt.zero_grad()
         loss.backward()
