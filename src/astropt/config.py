@@ -223,8 +223,8 @@ class ModelConfig:
     """Prepend a learned begin token to each modality's segment (multimodal models)."""
     embed_layer: int = -1
     """Block index (0-based) whose output is the default embedding; -1 = n_layer // 2."""
-    embed_pool: Literal["mean", "last", "exp_decay", "none"] = "mean"
-    """Default pooling of token embeddings."""
+    embed_pool: Literal["mean", "mean_max", "last", "exp_decay", "none"] = "mean"
+    """Default pooling of token embeddings (``mean_max``: mean and max concatenated, 2x wide)."""
     lora_r: int = 0
     """LoRA rank carried over from a reference checkpoint (merged at load); 0: none."""
 
@@ -336,6 +336,13 @@ class TrainConfig:
     tensorboard: bool = False
     wandb: bool = False
     wandb_project: str = "astropt"
+    init_from: str = "scratch"
+    """``scratch``, ``resume`` (same as ``--resume``) or a pretrained folder / hub id whose
+    weights initialise the model."""
+    peak_tflops: float = 0.0
+    """Peak TFLOP/s per device for the MFU estimate (0: measured with a matmul at start)."""
+    figures: bool = True
+    """Write a reconstruction PNG at every evaluation."""
 
     def __post_init__(self) -> None:
         if self.max_steps <= 0:
@@ -399,13 +406,6 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a mapping, got {value!r}")
-    init_from: str = "scratch"
-    """``scratch``, ``resume`` (same as ``--resume``) or a pretrained folder / hub id whose
-    weights initialise the model."""
-    peak_tflops: float = 0.0
-    """Peak TFLOP/s per device for the MFU estimate (0: measured with a matmul at start)."""
-    figures: bool = True
-    """Write a reconstruction PNG at every evaluation."""
         return dict(value)
     if tp is bool:
         if not isinstance(value, bool):
@@ -418,6 +418,12 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
             raise ConfigError(f"{key}: expected an integer, got {value!r}")
         return value
     if tp is float:
+        if isinstance(value, str):
+            # YAML 1.1 reads exponents without a dot (``3e-4``) as strings.
+            try:
+                value = float(value)
+            except ValueError:
+                raise ConfigError(f"{key}: expected a number, got {value!r}") from None
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}: expected a number, got {value!r}")
         return float(value)
@@ -481,12 +487,6 @@ def read_file(path: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path}: top level must be a mapping")
     return data
-        if isinstance(value, str):
-            # YAML 1.1 reads exponents without a dot (``3e-4``) as strings.
-            try:
-                value = float(value)
-            except ValueError:
-                raise ConfigError(f"{key}: expected a number, got {value!r}") from None
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:

@@ -30,7 +30,7 @@ from astropt.model.transformer import Block, KVCache, TokenMLP
 
 log = logging.getLogger(__name__)
 
-POOLS = ("mean", "last", "exp_decay", "none")
+POOLS = ("mean", "mean_max", "last", "exp_decay", "none")
 
 
 @dataclass
@@ -424,6 +424,11 @@ class AstroPT(nn.Module):
         return torch.cat(out, dim=1)
 
 
+def pooled_width(n_embd: int, pool: str) -> int:
+    """Width of a pooled embedding: ``mean_max`` concatenates two ``n_embd`` vectors."""
+    return 2 * n_embd if pool == "mean_max" else n_embd
+
+
 def pool_tokens(x: torch.Tensor, pool: str, mask: torch.Tensor | None = None) -> torch.Tensor:
     """Pool ``(B, n, C)`` token embeddings over real tokens (``mask`` True) to ``(B, C)``."""
     if pool == "none":
@@ -434,6 +439,11 @@ def pool_tokens(x: torch.Tensor, pool: str, mask: torch.Tensor | None = None) ->
             return x[:, -1]
         idx = (mask.long().cumsum(1).argmax(1)).clamp(min=0)
         return x[torch.arange(x.shape[0], device=x.device), idx]
+    if pool == "mean_max":
+        # The max over tokens keeps what a mean dilutes: the brightest/most extreme patch
+        # features (core flux, bulge light), measured to raise linear-probe R².
+        peak = x if mask is None else x.masked_fill(~mask.unsqueeze(-1), float("-inf"))
+        return torch.cat([pool_tokens(x, "mean", mask), peak.amax(1)], dim=-1)
     if pool == "mean":
         w = x.new_ones(1, n, 1)
     elif pool == "exp_decay":

@@ -99,8 +99,14 @@ def tokenize_rows(
     n = len(rows["id"])
     batch: dict[str, torch.Tensor] = {}
     tokens: dict[str, Tokens] = {}
+    # Whole records: a spectrum also needs its wavelengths, a light curve four arrays and
+    # scalars their labels, so every column of the rows travels to every modality.
+    columns = [k for k in rows if k != "id"]
+    records = [
+        {"id": rows["id"][i], **{k: rows[k][i] for k in columns}, "labels": {k: rows[k][i] for k in columns}}
+        for i in range(n)
+    ]
     for m in modalities:
-        records = [{"id": rows["id"][i], m.field: rows[m.field][i]} for i in range(n)]
         tok = build_modality(m).tokenize_records(records)
         tokens[m.name] = tok
         batch[m.name] = tok.values.to(device)
