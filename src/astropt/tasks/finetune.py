@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 from astropt.atomic import atomic_path, atomic_write_text
 from astropt.data.shards import DataError, ShardSet
 from astropt.model import AstroPT, save_pretrained
+from astropt.model.astropt import pooled_width
 from astropt.model.heads import LORA_TARGETS, FinetuneModel, TaskHead
 from astropt.tasks.common import (
     is_redshift,
@@ -104,7 +105,8 @@ def _prepare_model(model: AstroPT, lora_rank: int, full: bool, n_out: int, layer
 
         config = LoraConfig(r=lora_rank, lora_alpha=2 * lora_rank, lora_dropout=0.0, target_modules=LORA_TARGETS)
         backbone = get_peft_model(model, config)  # freezes the base weights
-    return FinetuneModel(backbone, TaskHead(model.config.n_embd, n_out), layer, pool)
+    width = pooled_width(model.config.n_embd, pool or model.config.embed_pool)
+    return FinetuneModel(backbone, TaskHead(width, n_out), layer, pool)
 
 
 def _loss(net: FinetuneModel, batch: dict, target: torch.Tensor, classify: bool) -> torch.Tensor:
