@@ -313,6 +313,13 @@ def main(argv: list[str] | None = None) -> dict:
             t0 = time.perf_counter()
             results[name] = runners[name]()
             print(f"[{name}] done in {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
+    if "peak" in only and len(only) > 1:
+        # Measure the peak again at the end and keep the best: the machine's load may have
+        # changed while we measured, and MFU must not be inflated by a depressed peak.
+        again = section_peak(b)
+        for dtype, value in again.items():
+            if value["flops"] > results["peak"][dtype]["flops"]:
+                results["peak"][dtype] = value
     results["load_end"] = common.load()
     results["wall_s"] = round(time.perf_counter() - started, 1)
     results["runs"] = b.log
