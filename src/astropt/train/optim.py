@@ -23,13 +23,14 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
 
 
 def build_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
-    """AdamW over :func:`param_groups`; the fused kernel on CUDA."""
+    """AdamW over :func:`param_groups`, with the fused kernel (CUDA and CPU: one pass over
+    each tensor instead of a chain of foreach ops; about 2x faster on CPU)."""
     return torch.optim.AdamW(
         param_groups(model, cfg.weight_decay),
         lr=cfg.lr,
         betas=(cfg.beta1, cfg.beta2),
         eps=cfg.eps,
-        fused=device.type == "cuda",
+        fused=device.type in ("cuda", "cpu"),
     )
 
 
