@@ -23,6 +23,7 @@ Pretrained models are cached by config hash, so a rerun only probes again.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import json
 import logging
@@ -60,10 +61,13 @@ LEGACY_TOKENS = [f"{IMG}.flux_features=false", f"{IMG}.stretch=none", f"{IMG}.no
 FLUX = [f"{IMG}.flux_features=true", f"{IMG}.stretch=asinh", f"{IMG}.stretch_scale=0.01"]
 LEVERS: dict[str, list[str]] = {
     "legacy tokens": LEGACY_TOKENS,
-    "+ flux features + asinh": LEGACY_TOKENS + FLUX,
-    "+ flux + asinh, raster order": LEGACY_TOKENS + FLUX + [f"{IMG}.patch_order=raster"],
-    "+ flux + asinh, masked (MAE)": LEGACY_TOKENS + FLUX + ["train.objective=mae", "model.attn=full"],
-    "+ flux + asinh, no augmentation": LEGACY_TOKENS + FLUX + ["data.augment=false"],
+    "legacy tokens, raster order": LEGACY_TOKENS + [f"{IMG}.patch_order=raster"],
+    "+ flux features (linear pixels)": LEGACY_TOKENS + [f"{IMG}.flux_features=true"],
+    "+ flux features + asinh (scale 0.01)": LEGACY_TOKENS + FLUX,
+    "+ flux features + asinh (scale 0.1)": LEGACY_TOKENS + FLUX[:2] + [f"{IMG}.stretch_scale=0.1"],
+    "+ flux + asinh 0.01, raster order": LEGACY_TOKENS + FLUX + [f"{IMG}.patch_order=raster"],
+    "+ flux + asinh 0.01, masked (MAE)": LEGACY_TOKENS + FLUX + ["train.objective=mae", "model.attn=full"],
+    "+ flux + asinh 0.01, no augmentation": LEGACY_TOKENS + FLUX + ["data.augment=false"],
 }
 # Sizes of the scaling mini-study (n_layer, n_head, n_embd): about 0.3M, 1M and 3M parameters.
 SIZES = {"0.3M": (3, 4, 64), "1M": (4, 8, 128), "3M": (6, 8, 192)}
@@ -100,26 +104,31 @@ def run_config(out: Path, tag: str, budget: Budget, overrides: list[str]) -> Run
     return load_config(ROOT / "configs" / "tiny-cpu.yaml", base + overrides)
 
 
+def run_hash(cfg: RunConfig) -> str:
+    """Hash of what determines the trained weights (not where they are written)."""
+    return config_hash(dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, out_dir="")))
+
+
 def pretrain(cfg: RunConfig) -> tuple[Path, float]:
     """Train (or reuse the cached model of the same config) -> (final folder, seconds)."""
     from astropt.train.loop import train
 
     run_dir = Path(cfg.train.out_dir)
     stamp, final = run_dir / "science_config_hash", run_dir / "final"
-    if final.is_dir() and stamp.is_file() and stamp.read_text().split()[0] == config_hash(cfg):
+    if final.is_dir() and stamp.is_file() and stamp.read_text().split()[0] == run_hash(cfg):
         return final, float(stamp.read_text().split()[1])
     start = time.time()
     train(cfg, overwrite=True)
     seconds = time.time() - start
-    atomic_write_text(stamp, f"{config_hash(cfg)} {seconds:.1f}")
+    atomic_write_text(stamp, f"{run_hash(cfg)} {seconds:.1f}")
     return final, seconds
 
 
 def pooled_features(model: AstroPT, data: ShardSet, held: np.ndarray, batch_size: int = 128) -> dict[str, np.ndarray]:
     """The model's default embedding plus pooling/layer variants, from one pass per batch.
 
-    ``l{k} mean`` / ``l{k} mean+max``: output of block k pooled by mean / mean and max
-    concatenated; ``all layers mean``: the mean pools of every block concatenated.
+    ``l{k} mean`` / ``l{k} mean+max`` / ``l{k} mean+std``: output of block k pooled by mean /
+    mean and max / mean and standard deviation over tokens; ``all layers mean``: the mean pools of every block concatenated.
     """
     configs = used_modalities(model, data)
     cols: dict[str, list[np.ndarray]] = {}
@@ -132,6 +141,7 @@ def pooled_features(model: AstroPT, data: ShardSet, held: np.ndarray, batch_size
             x = out[configs[0].name]  # (B, n, C)
             feats[f"l{k} mean"] = x.mean(1)
             feats[f"l{k} mean+max"] = torch.cat([x.mean(1), x.amax(1)], -1)
+            feats[f"l{k} mean+std"] = torch.cat([x.mean(1), x.std(1)], -1)
         feats["all layers mean"] = torch.cat([feats[f"l{k} mean"] for k in range(len(layers))], -1)
         for name, value in feats.items():
             cols.setdefault(name, []).append(value.float().numpy())

@@ -21,10 +21,12 @@ import time
 import numpy as np
 import torch
 
-from astropt.model import GPT, GPTConfig, ModalityConfig, ModalityRegistry
 
+def build(spec: dict, n_tokens: int, token_dim: int) -> torch.nn.Module:
+    # Imported here: this module is also imported by our tests (for ``lr_at``), where
+    # ``astropt`` is our package, not the reference.
+    from astropt.model import GPT, GPTConfig, ModalityConfig, ModalityRegistry
 
-def build(spec: dict, n_tokens: int, token_dim: int) -> GPT:
     config = GPTConfig(
         block_size=n_tokens,
         n_layer=spec["n_layer"],
@@ -51,7 +53,7 @@ def lr_at(step: int, spec: dict) -> float:
     return spec["min_lr"] + 0.5 * (1.0 + math.cos(math.pi * progress)) * (spec["lr"] - spec["min_lr"])
 
 
-def train(model: GPT, tokens: torch.Tensor, spec: dict) -> list[float]:
+def train(model: torch.nn.Module, tokens: torch.Tensor, spec: dict) -> list[float]:
     """AR training as the reference does it: inputs tokens[:-1], targets tokens[1:], Huber loss."""
     opt = model.configure_optimizers(spec["weight_decay"], spec["lr"], (0.9, 0.95), "cpu")
     gen = torch.Generator().manual_seed(spec["seed"])
@@ -77,7 +79,7 @@ def train(model: GPT, tokens: torch.Tensor, spec: dict) -> list[float]:
 
 
 @torch.no_grad()
-def embed(model: GPT, tokens: torch.Tensor, batch: int = 128) -> np.ndarray:
+def embed(model: torch.nn.Module, tokens: torch.Tensor, batch: int = 128) -> np.ndarray:
     """The reference's default embedding: ``generate_embeddings`` (centre block, mean)."""
     model.eval()
     t = tokens.shape[1]

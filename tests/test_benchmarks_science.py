@@ -1,0 +1,46 @@
+"""The science benchmark's own logic (no model is trained here: benchmarks are not tests).
+
+Equal budgets are the point of the comparison, so the reference worker's learning-rate
+schedule must be ours, step for step; and the lever configs must all be valid.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from astropt.config import TrainConfig  # noqa: E402
+from astropt.train.optim import lr_at  # noqa: E402
+from benchmarks import science, science_reference_worker  # noqa: E402
+
+
+def test_reference_worker_schedule_is_ours():
+    cfg = TrainConfig(max_steps=300, warmup_steps=25, lr=2e-3, min_lr=2e-4)
+    spec = {"steps": 300, "warmup": 25, "lr": 2e-3, "min_lr": 2e-4}
+    for step in range(0, 320, 7):
+        assert science_reference_worker.lr_at(step, spec) == pytest.approx(lr_at(step, cfg), rel=1e-12)
+
+
+@pytest.mark.parametrize("name", list(science.LEVERS))
+def test_every_lever_is_a_valid_config_at_the_same_shape(tmp_path, name):
+    base = science.run_config(tmp_path, "base", science.Budget.quick(), science.LEVERS["legacy tokens"])
+    cfg = science.run_config(tmp_path, "x", science.Budget.quick(), science.LEVERS[name])
+    assert (cfg.model.n_layer, cfg.model.n_embd) == (base.model.n_layer, base.model.n_embd)
+    assert cfg.model.sequence_length == base.model.sequence_length  # same tokens seen
+    assert science.run_hash(cfg) != science.run_hash(base) or name == "legacy tokens"
+
+
+def test_run_hash_ignores_the_output_folder(tmp_path):
+    a = science.run_config(tmp_path, "a", science.Budget.quick(), [])
+    b = science.run_config(tmp_path, "b", science.Budget.quick(), [])
+    assert a.train.out_dir != b.train.out_dir and science.run_hash(a) == science.run_hash(b)
+
+
+def test_markdown_table_has_a_row_per_method():
+    rows = {"ours": {"z": 0.9, "m": 0.5}, "pca": {"z": 0.1, "m": -0.25}}
+    text = science.markdown_table(rows, ["z", "m"])
+    assert text.splitlines()[2] == "| ours | 0.900 | 0.500 |"
+    assert text.splitlines()[3] == "| pca | 0.100 | -0.250 |"
