@@ -28,6 +28,7 @@ import datetime
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -61,13 +62,11 @@ LEGACY_TOKENS = [f"{IMG}.flux_features=false", f"{IMG}.stretch=none", f"{IMG}.no
 FLUX = [f"{IMG}.flux_features=true", f"{IMG}.stretch=asinh", f"{IMG}.stretch_scale=0.01"]
 LEVERS: dict[str, list[str]] = {
     "legacy tokens": LEGACY_TOKENS,
-    "legacy tokens, raster order": LEGACY_TOKENS + [f"{IMG}.patch_order=raster"],
     "+ flux features (linear pixels)": LEGACY_TOKENS + [f"{IMG}.flux_features=true"],
     "+ flux features + asinh (scale 0.01)": LEGACY_TOKENS + FLUX,
     "+ flux features + asinh (scale 0.1)": LEGACY_TOKENS + FLUX[:2] + [f"{IMG}.stretch_scale=0.1"],
     "+ flux + asinh 0.01, raster order": LEGACY_TOKENS + FLUX + [f"{IMG}.patch_order=raster"],
     "+ flux + asinh 0.01, masked (MAE)": LEGACY_TOKENS + FLUX + ["train.objective=mae", "model.attn=full"],
-    "+ flux + asinh 0.01, no augmentation": LEGACY_TOKENS + FLUX + ["data.augment=false"],
 }
 # Sizes of the scaling mini-study (n_layer, n_head, n_embd): about 0.3M, 1M and 3M parameters.
 SIZES = {"0.3M": (3, 4, 64), "1M": (4, 8, 128), "3M": (6, 8, 192)}
@@ -102,6 +101,11 @@ def run_config(out: Path, tag: str, budget: Budget, overrides: list[str]) -> Run
             f"train.warmup_steps={budget.warmup}", f"train.eval_interval={budget.steps}",
             f"train.ckpt_interval={10 * budget.steps}", "train.figures=false", "train.log_interval=50"]
     return load_config(ROOT / "configs" / "tiny-cpu.yaml", base + overrides)
+
+
+def slug(name: str) -> str:
+    """A folder name for a lever: ``+ flux, asinh 0.01`` -> ``flux-asinh-0.01``."""
+    return "-".join(re.findall(r"[A-Za-z0-9.]+", name)).lower()
 
 
 def run_hash(cfg: RunConfig) -> str:
@@ -185,6 +189,11 @@ def legacy_tokens(data: ShardSet, indices: np.ndarray, patch_size: int, image_si
     return np.concatenate(chunks).astype(np.float32)
 
 
+def mean_max_path(emb_path: Path) -> Path:
+    """Where the reference's mean+max pooled embeddings sit next to its default ones."""
+    return emb_path.with_name(emb_path.stem + "_mean_max.npy")
+
+
 def reference(out: Path, budget: Budget, cfg: RunConfig, data: ShardSet, train_idx: np.ndarray,
               held: np.ndarray) -> tuple[np.ndarray, dict]:
     """Train the reference on the training split at ``budget``; its held-out embeddings."""
@@ -193,7 +202,8 @@ def reference(out: Path, budget: Budget, cfg: RunConfig, data: ShardSet, train_i
 
     python = ensure_refenv(HERE / "out" / "refenv")  # shared with benchmarks.run
     image = cfg.model.modalities[0]
-    emb_path = out / f"reference_{budget.steps}x{budget.batch}_n{budget.n}.npy"
+    m = cfg.model
+    emb_path = out / f"reference_{m.n_layer}x{m.n_embd}_p{image.patch_size}_{budget.steps}x{budget.batch}_n{budget.n}.npy"
     summary_path = emb_path.with_suffix(".json")
     if emb_path.is_file() and summary_path.is_file():
         return np.load(emb_path), json.loads(summary_path.read_text())
@@ -203,7 +213,7 @@ def reference(out: Path, budget: Budget, cfg: RunConfig, data: ShardSet, train_i
             np.save(tmp / f"{name}.npy", legacy_tokens(data, idx, image.patch_size, image.image_size, image.n_channels))
         t = cfg.train
         spec = {"train_tokens": str(tmp / "train.npy"), "held_tokens": str(tmp / "held.npy"),
-                "out": str(tmp / "emb.npy"), "n_layer": cfg.model.n_layer, "n_head": cfg.model.n_head,
+                "out": str(tmp / "emb.npy"), "out_mean_max": str(tmp / "emb_mean_max.npy"), "n_layer": cfg.model.n_layer, "n_head": cfg.model.n_head,
                 "n_embd": cfg.model.n_embd, "n_chan": image.n_channels, "patch_size": image.patch_size,
                 "steps": t.max_steps, "batch": cfg.data.batch_size, "lr": t.lr, "min_lr": t.min_lr,
                 "warmup": t.warmup_steps, "weight_decay": t.weight_decay, "grad_clip": t.grad_clip,
@@ -215,6 +225,7 @@ def reference(out: Path, budget: Budget, cfg: RunConfig, data: ShardSet, train_i
             raise RuntimeError(f"reference worker failed:\n{proc.stderr[-3000:]}")
         summary = json.loads(proc.stdout.strip().splitlines()[-1])
         emb = np.load(tmp / "emb.npy")
+        np.save(mean_max_path(emb_path), np.load(tmp / "emb_mean_max.npy"))
     np.save(emb_path, emb)
     atomic_write_text(summary_path, json.dumps(summary))
     return emb, summary
@@ -325,6 +336,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--levers", action="store_true", help="one model per lever of LEVERS")
     parser.add_argument("--lever-steps", type=int, help="steps of each lever model (default: --steps)")
     parser.add_argument("--scaling", action="store_true", help="the 0.3M/1M/3M mini-study")
+    parser.add_argument("--scaling-steps", type=int, help="steps of each size (default: --steps)")
     parser.add_argument("--no-reference", action="store_true", help="skip the reference model")
     parser.add_argument("--only-levers", action="store_true", help="the levers study alone (no main table)")
     args = parser.parse_args(argv)
@@ -352,13 +364,14 @@ def main(argv: list[str] | None = None) -> dict:
         results["baselines"] = baseline_rows(cfg, data, train_idx, held, labels, targets, budget)
     if args.levers or args.only_levers:
         lever_budget = Budget(**{**asdict(budget), "steps": args.lever_steps or budget.steps})
-        results["levers"] = {name: ours(out, f"lever-{k}", lever_budget, ov, data, held, labels, targets)
-                             for k, (name, ov) in enumerate(LEVERS.items())}
+        results["levers"] = {name: ours(out, "lever-" + slug(name), lever_budget, ov, data, held, labels, targets)
+                             for name, ov in LEVERS.items()}
     if args.scaling:
         results["scaling"] = {}
+        size_budget = Budget(**{**asdict(budget), "steps": args.scaling_steps or budget.steps})
         for name, (n_layer, n_head, n_embd) in SIZES.items():
             ov = [f"model.n_layer={n_layer}", f"model.n_head={n_head}", f"model.n_embd={n_embd}"]
-            row, ref = compare(out, budget, ov, f"size-{name}", data, train_idx, held, labels, targets,
+            row, ref = compare(out, size_budget, ov, f"size-{name}", data, train_idx, held, labels, targets,
                                not args.no_reference)
             results["scaling"][name] = {**row, "reference_r2": ref.get("r2", {t: float("nan") for t in targets})}
         scaling_figure(results["scaling"], targets, out / "scaling.png")

@@ -79,15 +79,18 @@ def train(model: torch.nn.Module, tokens: torch.Tensor, spec: dict) -> list[floa
 
 
 @torch.no_grad()
-def embed(model: torch.nn.Module, tokens: torch.Tensor, batch: int = 128) -> np.ndarray:
-    """The reference's default embedding: ``generate_embeddings`` (centre block, mean)."""
+def embed(model: torch.nn.Module, tokens: torch.Tensor, batch: int = 128) -> tuple[np.ndarray, np.ndarray]:
+    """The reference's default embedding (``generate_embeddings``: centre block, mean) and,
+    from the same token embeddings, mean and max concatenated (our pooling lever)."""
     model.eval()
     t = tokens.shape[1]
-    out = []
+    means, mean_max = [], []
     for chunk in tokens.split(batch):
         inputs = {"images": chunk, "images_positions": torch.arange(t).expand(len(chunk), -1)}
-        out.append(model.generate_embeddings(inputs)["images"].numpy())
-    return np.concatenate(out)
+        means.append(model.generate_embeddings(inputs)["images"].numpy())
+        x = model.generate_embeddings(inputs, reduction="none")["images"]
+        mean_max.append(torch.cat([x.mean(1), x.amax(1)], -1).numpy())
+    return np.concatenate(means), np.concatenate(mean_max)
 
 
 def main() -> None:
@@ -102,7 +105,10 @@ def main() -> None:
     start = time.time()
     losses = train(model, train_tokens, spec)
     seconds = time.time() - start
-    np.save(spec["out"], embed(model, held_tokens))
+    mean, mean_max = embed(model, held_tokens)
+    np.save(spec["out"], mean)
+    if spec.get("out_mean_max"):
+        np.save(spec["out_mean_max"], mean_max)
     print(json.dumps({"n_params": n_params, "train_seconds": seconds, "first_loss": losses[0],
                       "final_loss": float(np.mean(losses[-20:])), "steps": len(losses)}))
 
