@@ -131,7 +131,7 @@ def _anomalies(sub) -> None:
     p.add_argument("embeddings")
     p.add_argument("--top", type=int, default=50)
     p.add_argument("-k", type=int, default=10, help="neighbours of the kNN score")
-    p.add_argument("--metric", choices=["cosine", "l2"], default="cosine")
+    p.add_argument("--metric", choices=["cosine", "l2"], default="l2", help="distance between standardised embeddings (l2 keeps their norm: best on the synthetic survey)")
     p.add_argument("--by", choices=["knn", "loss", "both"], default="knn")
     p.add_argument("--model", default=None, help="needed for --by loss/both")
     p.add_argument("--data", default=None)

@@ -34,7 +34,7 @@ from astropt.tasks.common import (
     used_modalities,
 )
 from astropt.tasks.embed import load_embeddings
-from astropt.tasks.search import build_index
+from astropt.tasks.search import build_index, prepare_vectors, standardizer
 
 log = logging.getLogger(__name__)
 
@@ -44,11 +44,9 @@ def knn_scores(vectors: np.ndarray, k: int = 10, metric: str = "cosine") -> np.n
     if len(vectors) < 2:
         raise DataError("anomaly ranking needs at least 2 objects")
     k = min(k, len(vectors) - 1)
-    index = build_index(vectors, metric)
-    x = np.ascontiguousarray(vectors, dtype=np.float32)
-    if metric == "cosine":
-        x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-    scores, _ = index.search(x, k + 1)
+    stats = standardizer(vectors)  # see search.standardizer: no dimension may dominate
+    index = build_index(vectors, metric, stats)
+    scores, _ = index.search(prepare_vectors(vectors, metric, stats), k + 1)
     dist = 1.0 - scores if metric == "cosine" else np.sqrt(np.maximum(scores, 0))
     return dist[:, 1:].mean(axis=1)  # column 0 is the object itself
 
@@ -87,7 +85,7 @@ def anomalies(
     embeddings: str | os.PathLike,
     top: int = 50,
     k: int = 10,
-    metric: str = "cosine",
+    metric: str = "l2",
     by: str = "knn",
     model: AstroPT | str | os.PathLike | None = None,
     data: str | os.PathLike | None = None,

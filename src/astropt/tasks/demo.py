@@ -133,11 +133,16 @@ def compare_probes(cfg: RunConfig, data: ShardSet, model_dir: Path, emb_path: Pa
 
 
 def showcase(emb_path: Path, model_dir: Path, data: ShardSet, held: np.ndarray, out: Path) -> dict[str, Any]:
-    """Stages 4-5: search, anomalies, map and completions; figure paths and their numbers."""
+    """Stages 4-5: search, anomalies, map and completions; figure paths and their numbers.
+
+    Search and anomaly ranking run over the whole survey (rare objects are 1%: the held-out
+    split alone holds too few to score a ranking).
+    """
+    all_path = embed(model_dir, data, out / "embeddings_all.parquet", part_size=1024)
     emb = load_embeddings(emb_path)
     query = emb.ids[0]
-    hits = search(emb_path, query, k=12, out=out / "search.png")
-    ranked = anomalies(emb_path, top=min(32, len(emb.ids)), out=out / "anomalies")
+    hits = search(all_path, query, k=12, out=out / "search.png")
+    ranked = anomalies(all_path, top=min(50, len(data)), out=out / "anomalies")
     colour = next((t for t in DEMO_LABELS if t in emb.labels), None)
     embedding_map(emb_path, out / "map.png", color_by=colour)
     model = load_pretrained(model_dir)

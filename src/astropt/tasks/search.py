@@ -32,33 +32,56 @@ import faiss  # noqa: E402
 METRICS = ("cosine", "l2")
 
 
-def _prepare(x: np.ndarray, metric: str) -> np.ndarray:
+def standardizer(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-dimension mean and scale of a set of embeddings.
+
+    Transformer hidden states carry a few dimensions of very large, nearly constant value;
+    left alone they dominate cosine similarity (every pair scores ~1). Distances are
+    therefore taken between embeddings standardised with the statistics of the whole set.
+    """
+    x = np.asarray(vectors, dtype=np.float64)
+    return x.mean(axis=0), x.std(axis=0) + 1e-6
+
+
+def prepare_vectors(x: np.ndarray, metric: str, stats: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+    if stats is not None:
+        x = (np.asarray(x, dtype=np.float64) - stats[0]) / stats[1]
     x = np.ascontiguousarray(x, dtype=np.float32)
     if metric == "cosine":
         x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
     return x
 
 
-def build_index(vectors: np.ndarray, metric: str = "cosine") -> faiss.Index:
-    """An exact FAISS index over ``vectors`` for ``metric`` (``cosine`` or ``l2``)."""
+def build_index(
+    vectors: np.ndarray, metric: str = "cosine", stats: tuple[np.ndarray, np.ndarray] | None = None
+) -> faiss.Index:
+    """An exact FAISS index over ``vectors`` (standardised with ``stats`` if given) for
+    ``metric`` (``cosine`` or ``l2``)."""
     if metric not in METRICS:
         raise ValueError(f"unknown metric {metric!r}; choose from {METRICS}")
-    x = _prepare(vectors, metric)
+    x = prepare_vectors(vectors, metric, stats)
     index = faiss.IndexFlatIP(x.shape[1]) if metric == "cosine" else faiss.IndexFlatL2(x.shape[1])
     index.add(x)
     return index
 
 
-def cached_index(path: str | os.PathLike, emb: Embeddings, column: str, metric: str) -> faiss.Index:
+def cached_index(
+    path: str | os.PathLike,
+    emb: Embeddings,
+    column: str,
+    metric: str,
+    stats: tuple[np.ndarray, np.ndarray] | None = None,
+) -> faiss.Index:
     """The saved index of ``path``'s ``column``, rebuilt when the embeddings file changed."""
     path = Path(path)
     index_path = path.with_name(f"{path.name}.{column}.{metric}.faiss")
     stamp_path = index_path.with_name(index_path.name + ".json")
     stat = path.stat()
-    stamp = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "n": len(emb.ids)}
+    stamp = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "n": len(emb.ids),
+             "standardized": stats is not None}
     if index_path.is_file() and stamp_path.is_file() and json.loads(stamp_path.read_text()) == stamp:
         return faiss.read_index(str(index_path))
-    index = build_index(emb.matrix(column), metric)
+    index = build_index(emb.matrix(column), metric, stats)
     with atomic_path(index_path) as tmp:
         faiss.write_index(index, str(tmp))
     atomic_write_text(stamp_path, json.dumps(stamp))
@@ -113,13 +136,15 @@ def search(
     k: int = 16,
     metric: str = "cosine",
     column: str | None = None,
+    standardize: bool = True,
     model: AstroPT | str | os.PathLike | None = None,
     data: str | os.PathLike | None = None,
     out: str | os.PathLike | None = None,
 ) -> list[dict[str, Any]]:
     """The ``k`` nearest objects to ``query`` (an object id, or an image file with ``model``).
 
-    Querying by id returns the object itself first. With ``out`` a PNG grid of the query and
+    Querying by id returns the object itself first. With ``standardize`` (default) each
+    embedding dimension is centred and scaled by the statistics of the whole set first. With ``out`` a PNG grid of the query and
     its neighbours is written (images from ``data``, default: the data that was embedded).
 
     Returns:
@@ -127,7 +152,8 @@ def search(
     """
     emb = load_embeddings(embeddings)
     column = column or emb.default_column
-    index = cached_index(embeddings, emb, column, metric)
+    stats = standardizer(emb.matrix(column)) if standardize else None
+    index = cached_index(embeddings, emb, column, metric, stats)
     query_image = None
     if Path(query).is_file():
         if model is None:
@@ -136,7 +162,7 @@ def search(
         vector = embed_image(load_model(model), query_image, emb.meta)
     else:
         vector = emb.matrix(column)[emb.index_of(query)][None]
-    scores, rows = index.search(_prepare(vector, metric), min(k, index.ntotal))
+    scores, rows = index.search(prepare_vectors(vector, metric, stats), min(k, index.ntotal))
     hits = [{"rank": r, "id": emb.ids[i], "score": float(s)}
             for r, (i, s) in enumerate(zip(rows[0], scores[0], strict=True)) if i >= 0]
     if out is not None:
