@@ -288,7 +288,8 @@ def render(results: dict) -> str:
     """The Markdown report of one run."""
     targets, b = results["targets"], results["budget"]
     if "ours" not in results:
-        return "\n\n".join([f"# Levers ({results['date']}, {b['n']} galaxies)"] + _lever_parts(results, targets)) + "\n"
+        head = f"# Levers / scaling ({results['date']}, {b['n']} galaxies)"
+        return "\n\n".join([head] + _lever_parts(results, targets) + _scaling_parts(results)) + "\n"
     main = {"reference astropt 2.0.9 (its defaults)": results["reference"]["r2"],
             "AstroPT tiny-cpu (its defaults)": results["ours"]["r2"]["default"], **results["baselines"]}
     parts = [f"# Science benchmark ({results['date']})",
@@ -298,10 +299,18 @@ def render(results: dict) -> str:
              markdown_table(main, targets),
              "## Embedding variants of the AstroPT model", markdown_table(results["ours"]["r2"], targets)]
     parts += _lever_parts(results, targets)
+    parts += _scaling_parts(results)
+    return "\n\n".join(parts) + "\n"
+
+
+def _scaling_parts(results: dict) -> list[str]:
+    parts = []
     for name, size in results.get("scaling", {}).items():
         parts.append(f"## Size {name}: {size['n_params']:,} parameters, {size['flops']:.2e} FLOPs")
-        parts.append(markdown_table({"default": size["r2"]["default"], "reference": size["reference_r2"]}, targets))
-    return "\n\n".join(parts) + "\n"
+        rows = {"ours (default)": size["r2"]["default"], "ours (pooled like the reference)": size["r2"][f"l{SIZES[name][0] // 2} mean"],
+                "reference": size["reference_r2"]}
+        parts.append(markdown_table(rows, results["targets"]))
+    return parts
 
 
 def _lever_parts(results: dict, targets: list[str]) -> list[str]:
@@ -339,6 +348,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--scaling-steps", type=int, help="steps of each size (default: --steps)")
     parser.add_argument("--no-reference", action="store_true", help="skip the reference model")
     parser.add_argument("--only-levers", action="store_true", help="the levers study alone (no main table)")
+    parser.add_argument("--only-scaling", action="store_true", help="the scaling study alone (no main table)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     budget = Budget.quick() if args.quick else Budget()
@@ -357,7 +367,7 @@ def main(argv: list[str] | None = None) -> dict:
     labels = {t: v[held] for t, v in data.labels(targets).items()}
     results: dict = {"date": datetime.date.today().isoformat(), "budget": asdict(budget), "targets": targets,
                      "n_held": len(held), "torch_threads": torch.get_num_threads()}
-    if not args.only_levers:
+    if not (args.only_levers or args.only_scaling):
         results["ours"], results["reference"] = compare(
             out, budget, [], "tiny-cpu", data, train_idx, held, labels, targets, not args.no_reference)
         cfg = run_config(out, "tiny-cpu", budget, [])
@@ -366,7 +376,7 @@ def main(argv: list[str] | None = None) -> dict:
         lever_budget = Budget(**{**asdict(budget), "steps": args.lever_steps or budget.steps})
         results["levers"] = {name: ours(out, "lever-" + slug(name), lever_budget, ov, data, held, labels, targets)
                              for name, ov in LEVERS.items()}
-    if args.scaling:
+    if args.scaling or args.only_scaling:
         results["scaling"] = {}
         size_budget = Budget(**{**asdict(budget), "steps": args.scaling_steps or budget.steps})
         for name, (n_layer, n_head, n_embd) in SIZES.items():
@@ -375,7 +385,7 @@ def main(argv: list[str] | None = None) -> dict:
                                not args.no_reference)
             results["scaling"][name] = {**row, "reference_r2": ref.get("r2", {t: float("nan") for t in targets})}
         scaling_figure(results["scaling"], targets, out / "scaling.png")
-    stem = "levers" if args.only_levers else "results"
+    stem = "levers" if args.only_levers else "scaling" if args.only_scaling else "results"
     atomic_write_text(out / f"{stem}.json", json.dumps(results, indent=2))
     atomic_write_text(out / f"{stem}.md", render(results))
     print(render(results))
