@@ -7,7 +7,7 @@ import socket
 
 import pytest
 import torch.multiprocessing as mp
-from conftest import tiny_config
+from train_fixtures import tiny_config
 
 from astropt.train.logging import read_metrics
 from astropt.train.loop import train

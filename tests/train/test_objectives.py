@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from conftest import tiny_config
+from train_fixtures import tiny_config
 
 from astropt.config import ConfigError, ModalityConfig, ModelConfig
 from astropt.model.astropt import AstroPT

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import tiny_config
+from train_fixtures import tiny_config
 
 from astropt.config import to_dict
 from astropt.train import checkpoint as ckpt
