@@ -37,6 +37,30 @@ class Tokens:
     stats: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
+def as_batch(
+    tokens: Tokens | torch.Tensor, stats: dict | None = None, unbatched_stats: tuple[str, ...] = ()
+) -> tuple[torch.Tensor, dict[str, torch.Tensor], bool]:
+    """The common start of every ``detokenize``: token values and stats with a batch axis.
+
+    Args:
+        tokens: a ``Tokens`` (its stats are used unless ``stats`` is given) or raw values.
+        unbatched_stats: stat names that never carry a batch axis (e.g. an image's shape).
+
+    Returns:
+        ``(values (B, N, D), stats, single)``; ``single`` tells whether a batch axis was added.
+    """
+    if isinstance(tokens, Tokens):
+        values, stats = tokens.values, tokens.stats if stats is None else stats
+    else:
+        values = tokens
+    stats = dict(stats or {})
+    single = values.ndim == 2
+    if single:
+        values = values.unsqueeze(0)
+        stats = {k: (v if k in unbatched_stats else v.unsqueeze(0)) for k, v in stats.items()}
+    return values, stats, single
+
+
 class Modality(Protocol):
     """What every modality provides."""
 

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from astropt.config import ModalityConfig
-from astropt.modalities.base import TokenizationError, Tokens, register
+from astropt.modalities.base import TokenizationError, Tokens, as_batch, register
 
 NORM_EPS = 1e-8
 
@@ -196,15 +196,7 @@ class ImageModality:
         round-off). Without them (e.g. model predictions), the standardised image is
         returned.
         """
-        if isinstance(tokens, Tokens):
-            values, stats = tokens.values, tokens.stats if stats is None else stats
-        else:
-            values = tokens
-        stats = stats or {}
-        single = values.ndim == 2
-        if single:
-            values = values.unsqueeze(0)
-            stats = {k: (v.unsqueeze(0) if k != "shape" else v) for k, v in stats.items()}
+        values, stats, single = as_batch(tokens, stats, unbatched_stats=("shape",))
         cfg = self.config
         c, p = self.n_channels, self.patch_size
         values = values[..., : p * p * c]

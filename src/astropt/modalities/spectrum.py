@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from astropt.config import ModalityConfig
-from astropt.modalities.base import TokenizationError, Tokens, register
+from astropt.modalities.base import TokenizationError, Tokens, as_batch, register
 
 MAX_WEIGHT = 10.0
 
@@ -168,15 +168,7 @@ class SpectrumModality:
         samples come back as NaN). Without them (model predictions) the normalised flux of
         all windows is returned.
         """
-        if isinstance(tokens, Tokens):
-            values, stats = tokens.values, tokens.stats if stats is None else stats
-        else:
-            values = tokens
-        stats = stats or {}
-        single = values.ndim == 2
-        if single:
-            values = values.unsqueeze(0)
-            stats = {k: v.unsqueeze(0) for k, v in stats.items()}
+        values, stats, single = as_batch(tokens, stats)
         b = values.shape[0]
         flux = values.reshape(b, -1).double()
         if "mean" in stats:

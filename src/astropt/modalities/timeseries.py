@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from astropt.config import ModalityConfig
-from astropt.modalities.base import TokenizationError, Tokens, register
+from astropt.modalities.base import TokenizationError, Tokens, as_batch, register
 
 log = logging.getLogger(__name__)
 
@@ -172,15 +172,7 @@ class TimeSeriesModality:
         The exact inverse of :meth:`tokenize` (after sorting/averaging) given its statistics;
         without them, normalised flux and error (and no time) are returned.
         """
-        if isinstance(tokens, Tokens):
-            values, stats = tokens.values, tokens.stats if stats is None else stats
-        else:
-            values = tokens
-        stats = stats or {}
-        single = values.ndim == 2
-        if single:
-            values = values.unsqueeze(0)
-            stats = {k: v.unsqueeze(0) for k, v in stats.items()}
+        values, stats, single = as_batch(tokens, stats)
         flux, err = values[..., 0].double(), values[..., 1].double()
         if "scale" in stats:
             scale = stats["scale"].double()
