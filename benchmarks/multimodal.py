@@ -70,15 +70,15 @@ def numpy_survey(path: Path, n: int, seed: int) -> str:
     return "numpy stand-in (no astropt.data.synthetic)"
 
 
-def make_survey(path: Path, n: int, seed: int) -> str:
+def make_survey(path: Path, n: int, seed: int, exposure: float = 1.0) -> str:
     if (path / MANIFEST).is_file():
         return "existing"
     try:
         from astropt.data.synthetic import synthesize
     except ImportError:
         return numpy_survey(path, n, seed)
-    synthesize(path, n, seed=seed, image_size=64, bands="griz", workers=2)
-    return "astropt.data.synthetic (GalSim)"
+    synthesize(path, n, seed=seed, image_size=64, bands="griz", workers=2, spectrum_exposure=exposure)
+    return f"astropt.data.synthetic (GalSim, spectrum exposure {exposure:g})"
 
 
 def configs(data: Path, out: Path, steps: int) -> tuple[RunConfig, RunConfig]:
@@ -115,6 +115,8 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=2000)
     ap.add_argument("--steps", type=int, default=800)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--spectrum-exposure", type=float, default=1.0,
+                    help="relative spectroscopic exposure of the synthetic survey (S/N ~ sqrt)")
     ap.add_argument("--work", default="runs/bench-multimodal")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "out"))
     args = ap.parse_args()
@@ -124,7 +126,7 @@ def main() -> None:
     from astropt.train.loop import train
 
     tic = time.time()
-    survey = make_survey(work / "data", args.n, args.seed)
+    survey = make_survey(work / "data", args.n, args.seed, args.spectrum_exposure)
     multi_cfg, image_cfg = configs(work / "data", work, args.steps)
     timings = {"survey_s": time.time() - tic}
     finals = {}

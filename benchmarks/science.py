@@ -67,6 +67,10 @@ LEVERS: dict[str, list[str]] = {
     "+ flux features + asinh (scale 0.1)": LEGACY_TOKENS + FLUX[:2] + [f"{IMG}.stretch_scale=0.1"],
     "+ flux + asinh 0.01, raster order": LEGACY_TOKENS + FLUX + [f"{IMG}.patch_order=raster"],
     "+ flux + asinh 0.01, masked (MAE)": LEGACY_TOKENS + FLUX + ["train.objective=mae", "model.attn=full"],
+    # Flux features in units of the survey's sky noise (r band: 0.0017 nMgy per pixel).
+    "+ flux features, survey scale": LEGACY_TOKENS + [f"{IMG}.flux_features=true", f"{IMG}.flux_scale=0.002"],
+    "no augmentation": LEGACY_TOKENS + ["data.augment=false"],
+    "patch 16 (16 tokens)": LEGACY_TOKENS + [f"{IMG}.patch_size=16", "model.block_size=16"],
 }
 # Sizes of the scaling mini-study (n_layer, n_head, n_embd): about 0.3M, 1M and 3M parameters.
 SIZES = {"0.3M": (3, 4, 64), "1M": (4, 8, 128), "3M": (6, 8, 192)}
@@ -146,7 +150,9 @@ def pooled_features(model: AstroPT, data: ShardSet, held: np.ndarray, batch_size
             feats[f"l{k} mean"] = x.mean(1)
             feats[f"l{k} mean+max"] = torch.cat([x.mean(1), x.amax(1)], -1)
             feats[f"l{k} mean+std"] = torch.cat([x.mean(1), x.std(1)], -1)
+            feats[f"l{k} mean+max+std"] = torch.cat([x.mean(1), x.amax(1), x.std(1)], -1)
         feats["all layers mean"] = torch.cat([feats[f"l{k} mean"] for k in range(len(layers))], -1)
+        feats["all layers mean+max"] = torch.cat([feats[f"l{k} mean+max"] for k in range(len(layers))], -1)
         for name, value in feats.items():
             cols.setdefault(name, []).append(value.float().numpy())
     return {k: np.concatenate(v) for k, v in cols.items()}
@@ -343,6 +349,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--steps", type=int, help="training steps of both models")
     parser.add_argument("--n", type=int, help="galaxies in the survey")
     parser.add_argument("--levers", action="store_true", help="one model per lever of LEVERS")
+    parser.add_argument("--lever", action="append", help="run only the levers whose name contains this (repeatable)")
     parser.add_argument("--lever-steps", type=int, help="steps of each lever model (default: --steps)")
     parser.add_argument("--scaling", action="store_true", help="the 0.3M/1M/3M mini-study")
     parser.add_argument("--scaling-steps", type=int, help="steps of each size (default: --steps)")
@@ -374,8 +381,9 @@ def main(argv: list[str] | None = None) -> dict:
         results["baselines"] = baseline_rows(cfg, data, train_idx, held, labels, targets, budget)
     if args.levers or args.only_levers:
         lever_budget = Budget(**{**asdict(budget), "steps": args.lever_steps or budget.steps})
-        results["levers"] = {name: ours(out, "lever-" + slug(name), lever_budget, ov, data, held, labels, targets)
-                             for name, ov in LEVERS.items()}
+        results["levers"] = {name: ours(out, f"lever-{slug(name)}-{lever_budget.steps}", lever_budget, ov, data, held, labels, targets)
+                             for name, ov in LEVERS.items()
+                             if not args.lever or any(sel in name for sel in args.lever)}
     if args.scaling or args.only_scaling:
         results["scaling"] = {}
         size_budget = Budget(**{**asdict(budget), "steps": args.scaling_steps or budget.steps})
@@ -385,7 +393,7 @@ def main(argv: list[str] | None = None) -> dict:
                                not args.no_reference)
             results["scaling"][name] = {**row, "reference_r2": ref.get("r2", {t: float("nan") for t in targets})}
         scaling_figure(results["scaling"], targets, out / "scaling.png")
-    stem = "levers" if args.only_levers else "scaling" if args.only_scaling else "results"
+    stem = f"levers_{args.lever_steps or budget.steps}" if args.only_levers else "scaling" if args.only_scaling else "results"
     atomic_write_text(out / f"{stem}.json", json.dumps(results, indent=2))
     atomic_write_text(out / f"{stem}.md", render(results))
     print(render(results))

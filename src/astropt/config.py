@@ -69,6 +69,10 @@ class ModalityConfig:
     """Softening scale of the asinh/log stretch: ``asinh(x / scale)``."""
     flux_features: bool = False
     """Append each patch's (asinh) mean and log std to its token so absolute flux survives."""
+    flux_scale: float = 0.0
+    """Survey-level flux unit of the flux features (e.g. the sky noise per pixel): when > 0
+    they are ``asinh(mean / flux_scale)`` and ``log1p(std / flux_scale)`` per band, numbers
+    of order 1 like the standardised pixels; 0 keeps raw ``asinh(mean)``, ``log(std)``."""
     transpose_hw: bool = False
     """Swap H and W before patching (reproduces the reference's HF-dataset convention)."""
     # --- sequences (spectrum / timeseries / scalars)
@@ -114,6 +118,8 @@ class ModalityConfig:
                     f"modality {self.name!r}: {len(self.bands)} bands {self.bands} but "
                     f"n_channels={self.n_channels}"
                 )
+            if self.flux_scale < 0:
+                raise ConfigError(f"modality {self.name!r}: flux_scale must be >= 0, got {self.flux_scale}")
             expected = self.patch_size**2 * self.n_channels + (
                 2 * self.n_channels if self.flux_features else 0
             )

@@ -137,6 +137,17 @@ def test_noisy_spectrum_and_photometry_agree_with_truth_within_errors(survey):
         assert np.all(np.abs(pull) < 6)
 
 
+def test_longer_spectroscopic_exposure_scales_the_noise_only():
+    cfg, deep = SurveyConfig(n=10, image_size=24), SurveyConfig(n=10, image_size=24, spectrum_exposure=16.0)
+    a, b = render_object(2, 0, cfg), render_object(2, 0, deep)
+    np.testing.assert_array_equal(a["image"], b["image"])  # only the spectrum changes
+    np.testing.assert_allclose(b["spectrum_ivar"], 16.0 * a["spectrum_ivar"], rtol=1e-5)
+    # Same noise draw, 4x smaller: the truth is where both spectra point.
+    truth = (4.0 * b["spectrum"] - a["spectrum"]) / 3.0
+    np.testing.assert_allclose(a["spectrum"] - truth, 4.0 * (b["spectrum"] - truth), rtol=1e-3, atol=1e-4)
+    assert cfg.hash() != deep.hash()
+
+
 # ----------------------------------------------------------------------------- labels and rare classes
 
 
@@ -217,6 +228,7 @@ def test_manifest_and_preview(survey, tmp_path):
 @pytest.mark.parametrize("kwargs, match", [
     (dict(n=-5), "positive"), (dict(n=10, bands="grq"), "bands"), (dict(n=10, image_size=4), "image_size"),
     (dict(n=10, rare_fraction=2.0), "rare_fraction"), (dict(n=10, workers=0), "workers"),
+    (dict(n=10, spectrum_exposure=0.0), "spectrum_exposure"),
 ])
 def test_bad_settings_raise_before_writing(tmp_path, kwargs, match):
     out = tmp_path / "bad"

@@ -138,3 +138,36 @@ def test_records_name_the_objects():
     bad = {"id": "gal-3", "image": np.full((3, 16, 16), np.nan, np.float32)}
     with pytest.raises(TokenizationError, match="gal-3"):
         mod.tokenize_records([good, bad])
+
+
+def test_flux_features_keep_brightness_and_colour_that_standardisation_removes():
+    rng = np.random.default_rng(0)
+    image = torch.from_numpy(rng.normal(0.01, 0.002, (2, 16, 16))).float()
+    scaled = image.clone()
+    scaled[0] *= 10.0  # 10x brighter in band 0 only: another colour
+    for scale in (0.0, 0.002):
+        m = image_modality(channels=2, patch=8, flux_features=True, flux_scale=scale)
+        a, b = m.tokenize(image), m.tokenize(scaled)
+        pixels = 8 * 8 * 2
+        assert a.values.shape[-1] == pixels + 4 == m.config.input_size
+        assert not torch.allclose(a.values[:, :pixels], b.values[:, :pixels])  # colour changed
+        feats_a, feats_b = a.values[:, pixels:], b.values[:, pixels:]
+        # Features: asinh(mean) of bands 0, 1, then log std of bands 0, 1.
+        assert (feats_b[:, [0, 2]] > feats_a[:, [0, 2]]).all()  # band 0 brighter and wider
+        torch.testing.assert_close(feats_a[:, [1, 3]], feats_b[:, [1, 3]])  # band 1 untouched
+        back = m.detokenize(a)  # the pixels still invert exactly
+        torch.testing.assert_close(back, image, rtol=1e-4, atol=1e-6)
+    # Survey-scaled features are in units of the scale: order 1 rather than ~1e-2 and -6.
+    patch = patchify(image.unsqueeze(0), 8)[0, 0].reshape(-1, 2)
+    expected = torch.cat([torch.asinh(patch.mean(0) / 0.002), torch.log1p(patch.std(0) / 0.002)])
+    first_raster = image_modality(channels=2, patch=8, order="raster", flux_features=True,
+                                  flux_scale=0.002).tokenize(image).values[0, 8 * 8 * 2:]
+    torch.testing.assert_close(first_raster, expected, rtol=1e-5, atol=1e-5)
+    assert 0.5 < expected.abs().max() < 10
+
+
+def test_negative_flux_scale_is_a_config_error():
+    from astropt.config import ConfigError
+
+    with pytest.raises(ConfigError, match="flux_scale"):
+        image_modality(flux_features=True, flux_scale=-1.0)

@@ -29,6 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rare-fraction", type=float, default=0.01,
                    help="fraction of rare objects (lens, star, edge_on_dust, merger)")
     p.add_argument("--no-spectra", action="store_true", help="images and photometry only")
+    p.add_argument("--spectrum-exposure", type=float, default=1.0,
+                   help="spectroscopic exposure relative to the default (S/N grows as its square root)")
     p.add_argument("--preview", nargs="?", const="", default=None, metavar="PNG",
                    help="also write a PNG grid of examples (default path: OUT/preview.png)")
     p.add_argument("--config", default=None,
@@ -58,14 +60,16 @@ def run_synth(args: argparse.Namespace) -> int:
     bands = args.bands or bands or "griz"
     settings = SurveyConfig(n=args.n, seed=args.seed, image_size=image_size, bands=bands,
                             pixel_scale=args.pixel_scale, rare_fraction=args.rare_fraction,
-                            spectra=not args.no_spectra, rows_per_shard=args.rows_per_shard)
+                            spectra=not args.no_spectra, rows_per_shard=args.rows_per_shard,
+                            spectrum_exposure=args.spectrum_exposure)
     if model is not None:
         check_model_compat(settings, model)  # before anything is written
     start = time.perf_counter()
     manifest = synthesize(args.out, args.n, seed=args.seed, image_size=image_size, bands=bands,
                           workers=args.workers, rows_per_shard=args.rows_per_shard,
                           rare_fraction=args.rare_fraction, pixel_scale=args.pixel_scale,
-                          spectra=not args.no_spectra, progress=not args.no_progress)
+                          spectra=not args.no_spectra, progress=not args.no_progress,
+                          spectrum_exposure=args.spectrum_exposure)
     seconds = time.perf_counter() - start
     size_mb = sum(f.stat().st_size for f in Path(args.out).rglob("*") if f.is_file()) / 2**20
     print(f"{manifest.n_objects} objects in {args.out} ({size_mb:.1f} MiB, "

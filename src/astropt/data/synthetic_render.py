@@ -157,10 +157,14 @@ def photometry(flux: np.ndarray, hlr: float, psf_fwhm: float, pixel_scale: float
     return mags, 2.5 / np.log(10.0) * err / observed, flux / err
 
 
-def add_spectrum_noise(spectrum: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Noisy spectrum and its inverse variance: sky noise rising to both ends + shot noise."""
+def add_spectrum_noise(spectrum: np.ndarray, rng: np.random.Generator,
+                       exposure: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """Noisy spectrum and its inverse variance: sky noise rising to both ends + shot noise.
+
+    ``exposure`` (relative) divides both variances: S/N grows as its square root.
+    """
     shape = 1.0 + 1.5 * ((SPECTRUM_WAVE - 6700.0) / 3100.0) ** 2
-    variance = (SPECTRUM_NOISE * shape) ** 2 + np.maximum(spectrum, 0.0) / SPECTRUM_GAIN
+    variance = ((SPECTRUM_NOISE * shape) ** 2 + np.maximum(spectrum, 0.0) / SPECTRUM_GAIN) / exposure
     noisy = spectrum + np.sqrt(variance) * rng.standard_normal(spectrum.shape)
     return noisy.astype(np.float32), (1.0 / variance).astype(np.float32)
 

@@ -157,7 +157,7 @@ class ImageModality:
             values = (patches - mean) / (std + NORM_EPS)
             stats.update(mean=mean, std=std)
         if cfg.flux_features:
-            values = torch.cat([values, self._flux_features(patches, c)], dim=-1)
+            values = torch.cat([values, self._flux_features(patches, c, cfg.flux_scale)], dim=-1)
         positions = torch.arange(values.shape[1], device=x.device).expand(b, -1)
         if single:
             values, positions = values[0], positions[0]
@@ -178,14 +178,18 @@ class ImageModality:
         return self.tokenize(torch.from_numpy(stack), what=f"images of {ids[:3]}{'...' if len(ids) > 3 else ''}")
 
     @staticmethod
-    def _flux_features(patches: torch.Tensor, channels: int) -> torch.Tensor:
+    def _flux_features(patches: torch.Tensor, channels: int, scale: float = 0.0) -> torch.Tensor:
         """Per-band location and scale of each raw patch: ``asinh(mean)`` and ``log(std)``.
 
         Per-patch standardisation removes absolute brightness and colour; these 2C numbers
-        carry them back into the token (the science-quality lever).
+        carry them back into the token (the science-quality lever). With a survey-level
+        ``scale`` (e.g. the sky noise) they are measured in that unit, so a patch of pure
+        noise gives ~(0, 0.7) and the brightest cores ~5: the same order as the pixels.
         """
         per_band = patches.unflatten(-1, (-1, channels))  # (B, N, p*p, C)
         std, mean = torch.std_mean(per_band, dim=-2)
+        if scale > 0:
+            return torch.cat([torch.asinh(mean / scale), torch.log1p(std / scale)], dim=-1)
         return torch.cat([torch.asinh(mean), torch.log(std + 1e-3)], dim=-1)
 
     # ------------------------------------------------------------------ inverse
