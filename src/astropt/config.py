@@ -229,8 +229,9 @@ class ModelConfig:
     """Prepend a learned begin token to each modality's segment (multimodal models)."""
     embed_layer: int = -1
     """Block index (0-based) whose output is the default embedding; -1 = n_layer // 2."""
-    embed_pool: Literal["mean", "mean_max", "last", "exp_decay", "none"] = "mean"
-    """Default pooling of token embeddings (``mean_max``: mean and max concatenated, 2x wide)."""
+    embed_pool: Literal["mean", "mean_max", "mean_max_std", "last", "exp_decay", "none"] = "mean"
+    """Default pooling of token embeddings (``mean_max``: mean and max concatenated, 2x wide;
+    ``mean_max_std``: also the standard deviation over tokens, 3x wide)."""
     lora_r: int = 0
     """LoRA rank carried over from a reference checkpoint (merged at load); 0: none."""
 

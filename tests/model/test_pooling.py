@@ -29,6 +29,20 @@ def test_mean_max_is_mean_and_max_over_real_tokens():
     torch.testing.assert_close(pool_tokens(x2, "mean_max", mask), out)
 
 
+def test_mean_max_std_adds_the_spread_over_real_tokens_only():
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 6, 4, generator=g)
+    mask = torch.ones(2, 6, dtype=torch.bool)
+    mask[0, 3:] = False
+    out = pool_tokens(x, "mean_max_std", mask)
+    assert out.shape == (2, 12) == (2, pooled_width(4, "mean_max_std"))
+    torch.testing.assert_close(out[:, :8], pool_tokens(x, "mean_max", mask))
+    torch.testing.assert_close(out[0, 8:], x[0, :3].std(0, unbiased=False))
+    torch.testing.assert_close(out[1, 8:], x[1].std(0, unbiased=False))
+    x[0, 3:] = -1e6  # padding changes nothing
+    torch.testing.assert_close(pool_tokens(x, "mean_max_std", mask), out)
+
+
 def test_model_default_pool_mean_max_embeds_twice_as_wide():
     torch.manual_seed(0)
     model = AstroPT(tiny_config(embed_pool="mean_max")).eval()

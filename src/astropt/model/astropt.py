@@ -30,7 +30,7 @@ from astropt.model.transformer import Block, KVCache, TokenMLP
 
 log = logging.getLogger(__name__)
 
-POOLS = ("mean", "mean_max", "last", "exp_decay", "none")
+POOLS = ("mean", "mean_max", "mean_max_std", "last", "exp_decay", "none")
 
 
 @dataclass
@@ -425,8 +425,9 @@ class AstroPT(nn.Module):
 
 
 def pooled_width(n_embd: int, pool: str) -> int:
-    """Width of a pooled embedding: ``mean_max`` concatenates two ``n_embd`` vectors."""
-    return 2 * n_embd if pool == "mean_max" else n_embd
+    """Width of a pooled embedding: ``mean_max`` concatenates two ``n_embd`` vectors,
+    ``mean_max_std`` three."""
+    return {"mean_max": 2, "mean_max_std": 3}.get(pool, 1) * n_embd
 
 
 def pool_tokens(x: torch.Tensor, pool: str, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -439,11 +440,17 @@ def pool_tokens(x: torch.Tensor, pool: str, mask: torch.Tensor | None = None) ->
             return x[:, -1]
         idx = (mask.long().cumsum(1).argmax(1)).clamp(min=0)
         return x[torch.arange(x.shape[0], device=x.device), idx]
-    if pool == "mean_max":
+    if pool in ("mean_max", "mean_max_std"):
         # The max over tokens keeps what a mean dilutes: the brightest/most extreme patch
-        # features (core flux, bulge light), measured to raise linear-probe R².
+        # features (core flux, bulge light); the spread over tokens adds how far the light
+        # extends (size). Both measured to raise linear-probe R² (benchmarks/SCIENCE.md).
         peak = x if mask is None else x.masked_fill(~mask.unsqueeze(-1), float("-inf"))
-        return torch.cat([pool_tokens(x, "mean", mask), peak.amax(1)], dim=-1)
+        mean = pool_tokens(x, "mean", mask)
+        parts = [mean, peak.amax(1)]
+        if pool == "mean_max_std":
+            var = pool_tokens((x - mean.unsqueeze(1)).square(), "mean", mask)
+            parts.append(var.clamp(min=0).sqrt())
+        return torch.cat(parts, dim=-1)
     if pool == "mean":
         w = x.new_ones(1, n, 1)
     elif pool == "exp_decay":
