@@ -29,7 +29,11 @@ def test_every_lever_is_a_valid_config_at_the_same_shape(tmp_path, name):
     base = science.run_config(tmp_path, "base", science.Budget.quick(), science.LEVERS["legacy tokens"])
     cfg = science.run_config(tmp_path, "x", science.Budget.quick(), science.LEVERS[name])
     assert (cfg.model.n_layer, cfg.model.n_embd) == (base.model.n_layer, base.model.n_embd)
-    assert cfg.model.sequence_length == base.model.sequence_length  # same tokens seen
+    # Same pixels seen per image (a patch-size lever trades tokens for token size).
+    def pixels(c):
+        return c.model.sequence_length * c.model.modalities[0].patch_size ** 2
+
+    assert pixels(cfg) == pixels(base)
     assert science.run_hash(cfg) != science.run_hash(base) or name == "legacy tokens"
 
 
