@@ -32,6 +32,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from sklearn.linear_model import RidgeCV
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
 from astropt.atomic import atomic_write_text
 from astropt.config import RunConfig, from_dict, load_config, to_dict
@@ -40,7 +43,7 @@ from astropt.data.shards import MANIFEST, ArraySpec, ShardSet, finalize, write_s
 from astropt.modalities import build_modality
 from astropt.model import load_pretrained
 from astropt.tasks.crossmodal import predict_modality, rows_to_records
-from astropt.tasks.probe import probe_arrays
+from astropt.tasks.probe import probe_arrays, regression_metrics
 
 ROOT = Path(__file__).resolve().parent.parent
 LINES = {3727.0: 3.0, 4861.0: 1.5, 5007.0: 3.0, 6563.0: 5.0}  # rest wavelength: strength
@@ -148,8 +151,7 @@ def supervised_spectrum_cnn(x_train: np.ndarray, z_train: np.ndarray, x_test: np
 
 
 def redshift_metrics(pred: np.ndarray, z: np.ndarray) -> dict[str, float]:
-    from astropt.tasks.probe import regression_metrics
-
+    """R², NMAD, outlier fraction and bias of redshift predictions."""
     m = regression_metrics(z, pred, redshift=True)
     return {k: m[k] for k in ("r2", "nmad", "outlier_fraction", "bias")}
 
@@ -206,10 +208,6 @@ def main() -> None:
         result, _ = probe_arrays(x, {"redshift": z}, ["redshift"], model="ridge", folds=5,
                                  seed=args.seed, uncertainty=False)
         probes[name] = {k: result["redshift"][k] for k in ("r2", "nmad", "outlier_fraction", "bias")}
-    from sklearn.linear_model import RidgeCV
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
     train_idx = split_indices(data.ids, "train", multi_cfg.data.val_fraction)
     z_train = np.asarray(data.get_batch(train_idx, fields=[])["redshift"], dtype=np.float64)
     ridge = make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(-3, 4, 15)))
