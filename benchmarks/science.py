@@ -107,6 +107,14 @@ def run_config(out: Path, tag: str, budget: Budget, overrides: list[str]) -> Run
     return load_config(ROOT / "configs" / "tiny-cpu.yaml", base + overrides)
 
 
+def equal_flops_steps(cfg: RunConfig, flops: float, batch: int) -> int:
+    """Training steps at which the model of ``cfg`` spends ``flops`` pretraining FLOPs."""
+    with torch.device("meta"):
+        n_params = AstroPT(cfg.model).num_params()
+    per_step = flops_per_token(cfg.model, n_params) * batch * cfg.model.sequence_length
+    return max(1, round(flops / per_step))
+
+
 def slug(name: str) -> str:
     """A folder name for a lever: ``+ flux, asinh 0.01`` -> ``flux-asinh-0.01``."""
     return "-".join(re.findall(r"[A-Za-z0-9.]+", name)).lower()
@@ -272,8 +280,9 @@ def markdown_table(rows: dict[str, dict[str, float]], targets: list[str]) -> str
     return "\n".join(lines)
 
 
-def scaling_figure(scaling: dict[str, dict], targets: list[str], path: Path) -> None:
-    """Probe R² of each label against pretraining FLOPs, one point per model size."""
+def scaling_figure(scaling: dict[str, dict], targets: list[str], path: Path, x: str = "flops") -> None:
+    """Probe R² of each label against pretraining FLOPs (or ``x="n_params"``: model size at
+    equal FLOPs), one point per model size."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -281,12 +290,13 @@ def scaling_figure(scaling: dict[str, dict], targets: list[str], path: Path) -> 
 
     fig, ax = plt.subplots(figsize=(6, 4))
     names = list(scaling)
-    flops = [scaling[s]["flops"] for s in names]
+    xs = [scaling[s][x] for s in names]
     for t in targets:
-        ax.plot(flops, [scaling[s]["r2"]["default"][t] for s in names], "o-", label=t)
-    for s, f in zip(names, flops, strict=True):
-        ax.annotate(s, (f, 0.02), ha="center", fontsize=8)
-    ax.set(xscale="log", xlabel="pretraining FLOPs", ylabel="ridge-probe R² (held-out)", ylim=(0, 1.02))
+        ax.plot(xs, [scaling[s]["r2"]["default"][t] for s in names], "o-", label=t)
+    for s, f in zip(names, xs, strict=True):
+        ax.annotate(f"{s}, {scaling[s]['steps']} steps" if x == "n_params" else s, (f, 0.02), ha="center", fontsize=8)
+    xlabel = "parameters (equal pretraining FLOPs)" if x == "n_params" else "pretraining FLOPs"
+    ax.set(xscale="log", xlabel=xlabel, ylabel="ridge-probe R² (held-out)", ylim=(0, 1.02))
     ax.legend(fontsize=8)
     fig.tight_layout()
     with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".png", delete=False) as tmp:
@@ -364,6 +374,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--lever-steps", type=int, help="steps of each lever model (default: --steps)")
     parser.add_argument("--scaling", action="store_true", help="the 0.3M/1M/3M mini-study")
     parser.add_argument("--scaling-steps", type=int, help="steps of each size (default: --steps)")
+    parser.add_argument("--scaling-flops", type=float,
+                        help="equal-FLOPs ladder: steps of each size set so that each spends this many FLOPs")
     parser.add_argument("--no-reference", action="store_true", help="skip the reference model")
     parser.add_argument("--only-levers", action="store_true", help="the levers study alone (no main table)")
     parser.add_argument("--only-scaling", action="store_true", help="the scaling study alone (no main table)")
@@ -400,11 +412,18 @@ def main(argv: list[str] | None = None) -> dict:
         size_budget = Budget(**{**asdict(budget), "steps": args.scaling_steps or budget.steps})
         for name, (n_layer, n_head, n_embd) in SIZES.items():
             ov = [f"model.n_layer={n_layer}", f"model.n_head={n_head}", f"model.n_embd={n_embd}"]
-            row, ref = compare(out, size_budget, ov, f"size-{name}", data, train_idx, held, labels, targets,
+            tag, this_budget = f"size-{name}", size_budget
+            if args.scaling_flops:
+                steps = equal_flops_steps(run_config(out, tag, size_budget, ov), args.scaling_flops, size_budget.batch)
+                this_budget, tag = Budget(**{**asdict(size_budget), "steps": steps}), f"size-{name}-{steps}"
+            row, ref = compare(out, this_budget, ov, tag, data, train_idx, held, labels, targets,
                                not args.no_reference)
-            results["scaling"][name] = {**row, "reference_r2": ref.get("r2", {t: float("nan") for t in targets})}
-        scaling_figure(results["scaling"], targets, out / "scaling.png")
-    stem = f"levers_{args.lever_steps or budget.steps}" if args.only_levers else "scaling" if args.only_scaling else "results"
+            results["scaling"][name] = {**row, "steps": this_budget.steps,
+                                        "reference_r2": ref.get("r2", {t: float("nan") for t in targets})}
+        name = "scaling_flops.png" if args.scaling_flops else "scaling.png"
+        scaling_figure(results["scaling"], targets, out / name, x="n_params" if args.scaling_flops else "flops")
+    stem = (f"levers_{args.lever_steps or budget.steps}" if args.only_levers
+            else ("scaling_flops" if args.scaling_flops else "scaling") if args.only_scaling else "results")
     atomic_write_text(out / f"{stem}.json", json.dumps(results, indent=2))
     atomic_write_text(out / f"{stem}.md", render(results))
     print(render(results))

@@ -48,3 +48,19 @@ def test_markdown_table_has_a_row_per_method():
     text = science.markdown_table(rows, ["z", "m"])
     assert text.splitlines()[2] == "| ours | 0.900 | 0.500 |"
     assert text.splitlines()[3] == "| pca | 0.100 | -0.250 |"
+
+
+def test_equal_flops_ladder_gives_each_size_the_same_compute(tmp_path):
+    from astropt.model import AstroPT
+    from astropt.train.logging import flops_per_token
+
+    budget, spent = science.Budget.quick(), []
+    for n_layer, n_head, n_embd in science.SIZES.values():
+        ov = [f"model.n_layer={n_layer}", f"model.n_head={n_head}", f"model.n_embd={n_embd}"]
+        cfg = science.run_config(tmp_path, "s", budget, ov)
+        steps = science.equal_flops_steps(cfg, 1e13, budget.batch)
+        n = AstroPT(cfg.model).num_params()
+        spent.append((steps, steps * flops_per_token(cfg.model, n) * budget.batch * cfg.model.sequence_length))
+    assert spent[0][0] > spent[1][0] > spent[2][0]  # smaller models train longer
+    for steps, flops in spent:
+        assert flops == pytest.approx(1e13, rel=1.0 / steps)  # within one step of the budget
