@@ -46,6 +46,7 @@ from astropt.tasks.crossmodal import predict_modality, rows_to_records
 from astropt.tasks.probe import probe_arrays, regression_metrics
 
 ROOT = Path(__file__).resolve().parent.parent
+METRICS = ("r2", "nmad", "outlier_fraction", "bias")  # reported for each redshift probe
 LINES = {3727.0: 3.0, 4861.0: 1.5, 5007.0: 3.0, 6563.0: 5.0}  # rest wavelength: strength
 
 
@@ -100,8 +101,10 @@ def configs(data: Path, out: Path, steps: int) -> tuple[RunConfig, RunConfig]:
 
 
 @torch.no_grad()
-def embed(model, data: ShardSet, idx: np.ndarray, only: list[str] | None = None) -> dict[str, np.ndarray]:
-    """Pooled embeddings of objects ``idx`` (all modalities, or ``only`` those)."""
+def embed(model, data: ShardSet, idx: np.ndarray, only: list[str] | None = None,
+          layer: int | None = None, pool: str | None = None) -> dict[str, np.ndarray]:
+    """Pooled embeddings of objects ``idx`` (all modalities, or ``only`` those); ``layer`` and
+    ``pool`` default to the model's."""
     model.eval()
     mods = [m for m in model.config.modalities if only is None or m.name in only]
     parts: dict[str, list[np.ndarray]] = {}
@@ -113,7 +116,7 @@ def embed(model, data: ShardSet, idx: np.ndarray, only: list[str] | None = None)
             batch[m.name], batch[f"{m.name}_positions"] = t.values, t.positions
             if t.mask is not None:
                 batch[f"{m.name}_mask"] = t.mask
-        for name, x in model.embed(batch).items():
+        for name, x in model.embed(batch, layer=layer, pool=pool).items():
             parts.setdefault(name, []).append(x.float().numpy())
     return {k: np.concatenate(v) for k, v in parts.items()}
 
@@ -153,19 +156,13 @@ def supervised_spectrum_cnn(x_train: np.ndarray, z_train: np.ndarray, x_test: np
 def redshift_metrics(pred: np.ndarray, z: np.ndarray) -> dict[str, float]:
     """R², NMAD, outlier fraction and bias of redshift predictions."""
     m = regression_metrics(z, pred, redshift=True)
-    return {k: m[k] for k in ("r2", "nmad", "outlier_fraction", "bias")}
+    return {k: m[k] for k in METRICS}
 
 
 def all_blocks(model, data: ShardSet, idx: np.ndarray) -> np.ndarray:
     """Spectrum-only embeddings, mean+max+std of every block, concatenated."""
-    pool, layer = model.config.embed_pool, model.config.embed_layer
-    model.config.embed_pool = "mean_max_std"
-    parts = []
-    for k in range(model.config.n_layer):
-        model.config.embed_layer = k
-        parts.append(embed(model, data, idx, only=["spectrum"])["spectrum"])
-    model.config.embed_pool, model.config.embed_layer = pool, layer
-    return np.concatenate(parts, 1)
+    return np.concatenate([embed(model, data, idx, only=["spectrum"], layer=k, pool="mean_max_std")["spectrum"]
+                           for k in range(model.config.n_layer)], 1)
 
 
 def main() -> None:
@@ -207,7 +204,7 @@ def main() -> None:
     for name, x in features.items():
         result, _ = probe_arrays(x, {"redshift": z}, ["redshift"], model="ridge", folds=5,
                                  seed=args.seed, uncertainty=False)
-        probes[name] = {k: result["redshift"][k] for k in ("r2", "nmad", "outlier_fraction", "bias")}
+        probes[name] = {k: result["redshift"][k] for k in METRICS}
     train_idx = split_indices(data.ids, "train", multi_cfg.data.val_fraction)
     z_train = np.asarray(data.get_batch(train_idx, fields=[])["redshift"], dtype=np.float64)
     ridge = make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(-3, 4, 15)))

@@ -45,6 +45,7 @@ from astropt.data.loader import split_indices
 from astropt.data.shards import ShardSet
 from astropt.modalities import build_modality
 from astropt.model import AstroPT, load_pretrained
+from astropt.model.astropt import pool_tokens
 from astropt.tasks import baselines
 from astropt.tasks.common import iter_batches, tokenize_rows, used_modalities
 from astropt.tasks.demo import DEMO_LABELS
@@ -143,8 +144,9 @@ def pretrain(cfg: RunConfig) -> tuple[Path, float]:
 def pooled_features(model: AstroPT, data: ShardSet, held: np.ndarray, batch_size: int = 128) -> dict[str, np.ndarray]:
     """The model's default embedding plus pooling/layer variants, from one pass per batch.
 
-    ``l{k} mean`` / ``l{k} mean+max`` / ``l{k} mean+std``: output of block k pooled by mean /
-    mean and max / mean and standard deviation over tokens; ``all layers mean``: the mean pools of every block concatenated.
+    ``l{k} mean`` / ``mean+max`` / ``mean+std`` / ``mean+max+std``: output of block k pooled by
+    the parts of :func:`pool_tokens`'s ``mean_max_std``; ``all layers mean`` / ``mean+max``:
+    those pools of every block concatenated.
     """
     configs = used_modalities(model, data)
     cols: dict[str, list[np.ndarray]] = {}
@@ -155,10 +157,12 @@ def pooled_features(model: AstroPT, data: ShardSet, held: np.ndarray, batch_size
         layers = model.embed_all_layers(batch, pool="none")
         for k, out in enumerate(layers):
             x = out[configs[0].name]  # (B, n, C)
-            feats[f"l{k} mean"] = x.mean(1)
-            feats[f"l{k} mean+max"] = torch.cat([x.mean(1), x.amax(1)], -1)
-            feats[f"l{k} mean+std"] = torch.cat([x.mean(1), x.std(1)], -1)
-            feats[f"l{k} mean+max+std"] = torch.cat([x.mean(1), x.amax(1), x.std(1)], -1)
+            mean_max_std = pool_tokens(x, "mean_max_std")  # the model's own pooling
+            mean, spread = mean_max_std[:, : x.shape[-1]], mean_max_std[:, 2 * x.shape[-1] :]
+            feats[f"l{k} mean"] = mean
+            feats[f"l{k} mean+max"] = mean_max_std[:, : 2 * x.shape[-1]]
+            feats[f"l{k} mean+std"] = torch.cat([mean, spread], -1)
+            feats[f"l{k} mean+max+std"] = mean_max_std
         feats["all layers mean"] = torch.cat([feats[f"l{k} mean"] for k in range(len(layers))], -1)
         feats["all layers mean+max"] = torch.cat([feats[f"l{k} mean+max"] for k in range(len(layers))], -1)
         for name, value in feats.items():

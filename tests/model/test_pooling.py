@@ -14,11 +14,16 @@ def tiny_config(**kw) -> ModelConfig:
     return ModelConfig(**(dict(n_layer=2, n_head=2, n_embd=16, block_size=16, modalities=mods) | kw))
 
 
+def masked_tokens(seed: int, shape: tuple[int, int, int], row: int, n_real: int):
+    """Random ``(B, n, C)`` tokens and a mask whose row ``row`` keeps only ``n_real`` tokens."""
+    x = torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
+    mask = torch.ones(shape[:2], dtype=torch.bool)
+    mask[row, n_real:] = False
+    return x, mask
+
+
 def test_mean_max_is_mean_and_max_over_real_tokens():
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(3, 7, 5, generator=g)
-    mask = torch.ones(3, 7, dtype=torch.bool)
-    mask[1, 4:] = False
+    x, mask = masked_tokens(0, (3, 7, 5), row=1, n_real=4)
     out = pool_tokens(x, "mean_max", mask)
     assert out.shape == (3, 10)
     torch.testing.assert_close(out[1, :5], x[1, :4].mean(0))
@@ -30,10 +35,7 @@ def test_mean_max_is_mean_and_max_over_real_tokens():
 
 
 def test_mean_max_std_adds_the_spread_over_real_tokens_only():
-    g = torch.Generator().manual_seed(1)
-    x = torch.randn(2, 6, 4, generator=g)
-    mask = torch.ones(2, 6, dtype=torch.bool)
-    mask[0, 3:] = False
+    x, mask = masked_tokens(1, (2, 6, 4), row=0, n_real=3)
     out = pool_tokens(x, "mean_max_std", mask)
     assert out.shape == (2, 12) == (2, pooled_width(4, "mean_max_std"))
     torch.testing.assert_close(out[:, :8], pool_tokens(x, "mean_max", mask))
