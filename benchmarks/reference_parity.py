@@ -96,8 +96,7 @@ def run_reference(python: str, out: Path, ref_path: str | None) -> None:
 
 
 def compare(out: Path) -> dict[str, float]:
-    from astropt.model import AstroPT
-    from astropt.model.legacy import convert_reference_checkpoint
+    from astropt.model import AstroPT, convert_reference_checkpoint
 
     res: dict[str, float] = {}
     r = np.load(out / "mm_lora.npz")

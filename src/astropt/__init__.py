@@ -11,8 +11,15 @@ from astropt.config import (
     TrainConfig,
     load_config,
 )
+from astropt.errors import PretrainedError
 from astropt.modalities import Tokens, build_modality
-from astropt.model import AstroPT, load_pretrained, save_pretrained
+from astropt.model import (
+    AstroPT,
+    convert_reference_checkpoint,
+    load_astropt,
+    load_pretrained,
+    save_pretrained,
+)
 
 __version__ = "0.1.0"
 
@@ -24,10 +31,13 @@ __all__ = [
     "DataConfig",
     "ModalityConfig",
     "ModelConfig",
+    "PretrainedError",
     "RunConfig",
     "TrainConfig",
     "Tokens",
     "build_modality",
+    "convert_reference_checkpoint",
+    "load_astropt",
     "load_config",
     "load_pretrained",
     "save_pretrained",

@@ -216,8 +216,10 @@ class ModelConfig:
     """Dropout on embeddings, attention and residual branches."""
     bias: bool = False
     """Biases in Linear and LayerNorm layers (False: the reference's default)."""
-    tokeniser: Literal["aim", "affine"] = "aim"
-    """Token encoder/decoder: AIM MLP (Linear-GELU-Linear, 4x hidden) or one Linear."""
+    tokeniser: Literal["aim", "affine", "relu"] = "aim"
+    """Token encoder/decoder: AIM MLP (Linear-GELU-Linear, 4x hidden), one Linear, or
+    ``relu``: the v1 reference's ReLU MLPs (encoder in-C-C, decoder C-2C-C-out, with biases),
+    which the original DESI and the Euclid models were trained with."""
     attn: Literal["causal", "full"] = "causal"
     """Attention mask of the transformer: causal (AR) or full (masked objective)."""
     modalities: list[ModalityConfig] = field(default_factory=lambda: [ModalityConfig()])

@@ -15,12 +15,10 @@ import torch
 from astropt.cli import main
 from astropt.config import ModalityConfig, ModelConfig
 from astropt.modalities import build_modality
-from astropt.model import AstroPT, PretrainedError, load_pretrained
-from astropt.model.legacy import (
-    convert_reference_checkpoint,
-    load_reference_checkpoint,
-    read_reference_checkpoint,
-)
+from astropt.model import AstroPT, PretrainedError, convert_reference_checkpoint, load_pretrained
+from astropt.model.legacy import read_reference_checkpoint
+
+load_reference_checkpoint = AstroPT.from_pretrained
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "reference"
 
@@ -193,9 +191,10 @@ def test_convert_then_from_pretrained(tmp_path, ref_classes):
     out = convert_reference_checkpoint(path, tmp_path / "converted")
     meta = json.loads((out / "config.json").read_text())
     assert meta["extra"]["converted_from"] == "ckpt.pt"
-    assert meta["extra"]["iter_num"] == 1234
-    assert meta["extra"]["best_val_loss"] == pytest.approx(0.25)
-    assert meta["extra"]["reference_model_args"]["n_layer"] == 3
+    ref = meta["extra"]["reference"]
+    assert ref["generation"] == "v2" and ref["iter_num"] == 1234
+    assert ref["best_val_loss"] == pytest.approx(0.25)
+    assert ref["reference_model_args"]["n_layer"] == 3
     assert_same_model(model, AstroPT.from_pretrained(out), batch_for(model), atol=0)
     # load_pretrained on the file goes through the same import
     assert_same_model(model, load_pretrained(path), batch_for(model), atol=0)

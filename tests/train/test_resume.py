@@ -113,7 +113,7 @@ def test_run_folder_is_not_reused_silently(shard_dir, tmp_path):
 
 
 def test_export_and_plot(shard_dir, tmp_path):
-    from astropt.model.io import load_pretrained
+    from astropt.model import load_pretrained
 
     run = train(tiny_config(shard_dir, tmp_path / "run"))
     out = export(run, tmp_path / "exported", step=4)

@@ -19,7 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_convert(args: argparse.Namespace) -> int:
-    from astropt.model.legacy import convert_reference_checkpoint
+    from astropt.model import convert_reference_checkpoint
 
     out = convert_reference_checkpoint(args.checkpoint, args.out, lora_scale=args.lora_scale)
     print(f"wrote {out}")

@@ -26,6 +26,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from astropt.config import ModelConfig
+from astropt.model.io import PretrainedMixin
 from astropt.model.transformer import Block, KVCache, TokenMLP
 
 log = logging.getLogger(__name__)
@@ -63,8 +64,12 @@ class LearnedPositions(nn.Module):
         return self.wpe(positions)
 
 
-class AstroPT(nn.Module):
-    """Transformer over the tokens of one or more modalities (see module docstring)."""
+class AstroPT(PretrainedMixin, nn.Module):
+    """Transformer over the tokens of one or more modalities (see module docstring).
+
+    ``AstroPT.from_pretrained(...)`` / ``model.save_pretrained(...)``: see
+    :class:`astropt.model.io.PretrainedMixin`.
+    """
 
     def __init__(self, config: ModelConfig):
         super().__init__()
@@ -75,7 +80,7 @@ class AstroPT(nn.Module):
         self.decoders = nn.ModuleDict()
         for m in config.modalities:
             self.encoders[m.name] = TokenMLP(m.input_size, c, c, config.tokeniser, config.bias)
-            self.decoders[m.name] = TokenMLP(c, m.input_size, c, config.tokeniser, config.bias)
+            self.decoders[m.name] = TokenMLP(c, m.input_size, c, config.tokeniser, config.bias, "decoder")
             if m.position == "learned":
                 self.embedders[m.name] = LearnedPositions(config.block_size, c)
             else:

@@ -1,8 +1,12 @@
 """Pretrained weights: ``model.safetensors`` + ``config.json`` folders, local or on the hub.
 
 ``config.json`` holds the full model config, modalities included, so it also records how
-inputs must be tokenised (patch size, bands, order, normalisation). Files are written
-atomically. Reference ``ckpt.pt`` files are imported by :mod:`astropt.model.legacy`.
+inputs must be tokenised (patch size, bands, order, orientation, normalisation) and, under
+``extra.preprocessing``, how raw inputs (e.g. a hub dataset's JPEGs) become arrays. Files are
+written atomically. Reference ``ckpt.pt`` files are translated by
+:mod:`astropt.model.legacy`; where a model lives (local path or hub id) is
+:mod:`astropt.model.hub`'s business. :class:`PretrainedMixin` gives the model class
+``from_pretrained`` / ``save_pretrained``; this module never imports the model class.
 """
 
 from __future__ import annotations
@@ -19,31 +23,103 @@ from safetensors.torch import load_file, save_file
 
 from astropt.atomic import atomic_path, atomic_write_text
 from astropt.config import ConfigError, ModelConfig, from_dict, to_dict
-from astropt.model.astropt import AstroPT
+from astropt.errors import PretrainedError
+from astropt.model import hub, legacy
+from astropt.model.hub import CONFIG_NAME, WEIGHTS_NAME
+from astropt.model.published import conventions_for
 
 log = logging.getLogger(__name__)
 
-WEIGHTS_NAME = "model.safetensors"
-CONFIG_NAME = "config.json"
 FORMAT_VERSION = 1
 
+__all__ = [
+    "CONFIG_NAME", "WEIGHTS_NAME", "PretrainedError", "PretrainedMixin", "load_state_strict",
+    "read_pretrained_config", "save_pretrained",
+]
 
-class PretrainedError(ValueError):
-    """A pretrained folder or file is missing, truncated or inconsistent."""
+
+class PretrainedMixin:
+    """``from_pretrained`` / ``save_pretrained`` for a model class built from a ModelConfig."""
+
+    config: ModelConfig
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str | os.PathLike,
+        subfolder: str | None = None,
+        revision: str | None = None,
+        weights_filename: str | None = None,
+        map_location: str | torch.device = "cpu",
+        cache_dir: str | os.PathLike | None = None,
+        lora_scale: float | None = None,
+    ):
+        """Load a model (eval mode) from a pretrained folder, a reference ``ckpt.pt`` or the hub.
+
+        Args:
+            name_or_path: a local folder (``config.json`` + ``model.safetensors``), a
+                reference checkpoint file (v1 or v2, read without running pickled code), or
+                a hub id ``org/name[/subfolder][@revision]``.
+            subfolder: folder inside the repository (or local folder), e.g. ``astropt/095M``.
+            revision: branch, tag or commit to pin (hub only).
+            weights_filename: the weights file to use in that folder (e.g. ``ckpt.pt``);
+                default: ``model.safetensors``, else ``ckpt.pt``.
+            lora_scale: override the LoRA scaling of a reference checkpoint.
+
+        A model from a published repository carries that repository's conventions
+        (embedding layer/pooling, image orientation, preprocessing: see
+        :mod:`astropt.model.published`).
+        """
+        path = hub.locate(name_or_path, subfolder, revision, weights_filename, cache_dir)
+        ref = None if Path(name_or_path).exists() else hub.parse_hub_ref(str(name_or_path), subfolder, revision)
+        config, state, extra = _read_any(path, lora_scale)
+        if ref is not None:
+            config, extra = conventions_for(ref, config, extra)
+            extra.setdefault("source", {"repo_id": ref.repo_id, "path": ref.path, "revision": ref.revision})
+        model = cls(config)
+        load_state_strict(model, state, str(path))
+        model.pretrained_extra = extra
+        model.to(map_location)
+        model.eval()
+        return model
+
+    def save_pretrained(
+        self,
+        directory: str | os.PathLike,
+        extra: dict[str, Any] | None = None,
+        push_to_hub: bool = False,
+        repo_id: str | None = None,
+        **card: Any,
+    ) -> Path:
+        """Write ``model.safetensors`` + ``config.json`` (+ a model card ``README.md``).
+
+        Args:
+            extra: JSON metadata stored under ``"extra"`` (default: what the model was loaded
+                with, e.g. its preprocessing).
+            push_to_hub: also upload the folder to the hub repository ``repo_id``.
+            card: fields of the model card (see :func:`astropt.model.card.model_card`).
+        """
+        from astropt.model.card import push_folder, write_model_card
+
+        merged = {**getattr(self, "pretrained_extra", {}), **(extra or {})}
+        out = save_pretrained(self, directory, extra=merged)
+        write_model_card(out, self, merged, **card)
+        if push_to_hub:
+            if not repo_id:
+                raise PretrainedError("push_to_hub needs repo_id (org/name)")
+            push_folder(out, repo_id)
+        return out
 
 
-def save_pretrained(model: AstroPT, directory: str | os.PathLike, extra: dict[str, Any] | None = None) -> Path:
-    """Write ``model.safetensors`` and ``config.json`` into ``directory`` (atomically).
-
-    Args:
-        extra: additional JSON-serialisable metadata stored under ``"extra"`` in config.json.
-    """
+def save_pretrained(model: torch.nn.Module, directory: str | os.PathLike, extra: dict[str, Any] | None = None) -> Path:
+    """Write ``model.safetensors`` and ``config.json`` into ``directory`` (atomically)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().contiguous().cpu() for k, v in _unwrap(model).state_dict().items()}
+    model = _unwrap(model)
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     with atomic_path(directory / WEIGHTS_NAME) as tmp:
         save_file(state, str(tmp), metadata={"format": "pt", "astropt_format": str(FORMAT_VERSION)})
-    meta = {"format": "astropt", "format_version": FORMAT_VERSION, "model": to_dict(model.config)}
+    meta: dict[str, Any] = {"format": "astropt", "format_version": FORMAT_VERSION, "model": to_dict(model.config)}
     if extra:
         meta["extra"] = extra
     atomic_write_text(directory / CONFIG_NAME, json.dumps(meta, indent=2))
@@ -57,7 +133,7 @@ def read_pretrained_config(directory: str | os.PathLike) -> tuple[ModelConfig, d
         raise PretrainedError(f"{path}: missing; a pretrained folder needs {CONFIG_NAME} and {WEIGHTS_NAME}")
     try:
         meta = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise PretrainedError(f"{path}: not valid JSON ({exc})") from exc
     if not isinstance(meta, dict) or meta.get("format") != "astropt" or "model" not in meta:
         raise PretrainedError(f"{path}: not an AstroPT config (no 'format': 'astropt' / 'model')")
@@ -73,41 +149,46 @@ def read_pretrained_config(directory: str | os.PathLike) -> tuple[ModelConfig, d
     return config, meta.get("extra", {})
 
 
-def load_pretrained(
-    name_or_path: str | os.PathLike,
-    map_location: str | torch.device = "cpu",
-    revision: str | None = None,
-) -> AstroPT:
-    """Load a model from a pretrained folder, a reference ``ckpt.pt`` file or a hub id.
+def _read_any(path: Path, lora_scale: float | None) -> tuple[ModelConfig, dict[str, torch.Tensor], dict[str, Any]]:
+    """Config, state and metadata from a local folder or file of either format."""
+    if path.is_dir():
+        if not (path / CONFIG_NAME).is_file():
+            ckpts = sorted(path.glob("*.pt"))
+            if len(ckpts) == 1:
+                return _read_any(ckpts[0], lora_scale)
+        return _read_folder(path)
+    if path.suffix == ".safetensors":
+        return _read_folder(path.parent, path)
+    ckpt = legacy.read_reference_checkpoint(path)
+    t = legacy.translate(ckpt, str(path), lora_scale)
+    _check_finite(t.state, str(path))
+    return t.config, t.state, {"reference": t.meta}
 
-    Args:
-        name_or_path: a local folder with ``config.json`` + ``model.safetensors``; a
-            reference checkpoint file (``*.pt``/``*.pth``, imported safely); or a Hugging
-            Face hub repository id (``org/name``), downloaded through ``huggingface_hub``.
-    """
-    path = Path(name_or_path)
-    if path.is_file():
-        from astropt.model.legacy import load_reference_checkpoint
 
-        return load_reference_checkpoint(path, map_location=map_location)
-    if not path.is_dir():
-        path = _from_hub(str(name_or_path), revision)
-    config, _ = read_pretrained_config(path)
-    weights = path / WEIGHTS_NAME
+def _read_folder(folder: Path, weights: Path | None = None):
+    config, extra = read_pretrained_config(folder)
+    weights = weights or folder / WEIGHTS_NAME
     if not weights.is_file():
         raise PretrainedError(f"{weights}: missing")
     try:
-        state = load_file(str(weights), device=str(map_location))
+        state = load_file(str(weights))
     except (SafetensorError, OSError, ValueError) as exc:
         raise PretrainedError(f"{weights}: unreadable or truncated safetensors file ({exc})") from exc
-    model = AstroPT(config)
-    load_state_strict(model, state, str(weights))
-    model.to(map_location)
-    model.eval()
-    return model
+    _check_finite(state, str(weights))
+    return config, state, extra
 
 
-def load_state_strict(model: AstroPT, state: dict[str, torch.Tensor], source: str) -> None:
+def _check_finite(state: dict[str, torch.Tensor], source: str) -> None:
+    """Refuse weights with NaN/Inf: every output of such a model would be garbage."""
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise PretrainedError(
+            f"{source}: {len(bad)} weight tensor(s) hold NaN or Inf values ({bad[:5]}); the file is "
+            "damaged or the training diverged: use an earlier checkpoint"
+        )
+
+
+def load_state_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
     """Load a state dict, raising one error that lists missing/unexpected/misshapen tensors."""
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
@@ -129,23 +210,7 @@ def load_state_strict(model: AstroPT, state: dict[str, torch.Tensor], source: st
     model.load_state_dict(state, strict=True)
 
 
-def _from_hub(repo_id: str, revision: str | None) -> Path:
-    if repo_id.count("/") != 1 or repo_id.startswith((".", "/")):
-        raise PretrainedError(
-            f"{repo_id}: no such file or folder, and not a hub repository id of the form org/name"
-        )
-    try:
-        from huggingface_hub import snapshot_download
-    except ImportError as exc:  # pragma: no cover - a core dependency
-        raise PretrainedError("huggingface_hub is needed to download models") from exc
-    try:
-        local = snapshot_download(repo_id, revision=revision, allow_patterns=[CONFIG_NAME, WEIGHTS_NAME])
-    except Exception as exc:  # noqa: BLE001 - network/auth errors of many kinds; re-raised named
-        raise PretrainedError(f"{repo_id}: could not be fetched from the Hugging Face hub ({exc})") from exc
-    return Path(local)
-
-
-def _unwrap(model: torch.nn.Module) -> AstroPT:
+def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
     """Strip DDP/compile wrappers."""
     while True:
         if hasattr(model, "module") and isinstance(model.module, torch.nn.Module):
@@ -153,4 +218,4 @@ def _unwrap(model: torch.nn.Module) -> AstroPT:
         elif hasattr(model, "_orig_mod"):
             model = model._orig_mod
         else:
-            return model  # type: ignore[return-value]
+            return model

@@ -1,6 +1,15 @@
-"""Import of the reference implementation's ``ckpt.pt`` checkpoints, without running pickled code.
+"""A pure translator of the reference implementation's ``ckpt.pt`` checkpoints: file ->
+our model config + state dict + metadata (the conventions of the version that wrote it),
+without running pickled code. It builds no model and writes nothing (see
+:mod:`astropt.model.io` for that).
 
-A reference checkpoint is a ``torch.save`` pickle of a dict with ``model`` (state dict),
+Generations: **v1** (PyPI 1.0.x; the original DESI and the Euclid models): one image
+modality, no registry, ``transformer.wte.{0,2}`` / ``lm_head.{0,2,4}`` ReLU MLPs, default
+embedding = mean over the last block's output. **v2** (2.0.x): a pickled modality registry,
+``transformer.wte.<modality>`` or ``encoders.<modality>`` AIM MLPs, default embedding = mean
+after block ``n_layer // 2``. **v3** (LLM backbone): refused with what is missing.
+
+A v2 reference checkpoint is a ``torch.save`` pickle of a dict with ``model`` (state dict),
 ``model_args`` (dict), ``modality_registry`` (a pickled ``ModalityRegistry`` of
 ``ModalityConfig`` dataclasses), and training state (``optimizer``, ``iter_num``,
 ``best_val_loss``, ``config``).
@@ -23,14 +32,15 @@ import math
 import os
 import pickle
 import re
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from astropt.config import ModalityConfig, ModelConfig
-from astropt.model.astropt import AstroPT
-from astropt.model.io import PretrainedError, load_state_strict, save_pretrained
+from astropt.errors import PretrainedError
 
 log = logging.getLogger(__name__)
 
@@ -99,40 +109,63 @@ def read_reference_checkpoint(path: str | os.PathLike, map_location: str | torch
     path = Path(path)
     if not path.is_file():
         raise PretrainedError(f"{path}: no such checkpoint file")
+    kind = _file_kind(path)
     try:
-        with torch.serialization.safe_globals(_allowlist() + _numpy_allowlist()):
+        with warnings.catch_warnings(), torch.serialization.safe_globals(_allowlist() + _numpy_allowlist()):
+            warnings.simplefilter("ignore", UserWarning)  # "pickle protocol 4": the error below says it
             ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
-        if _is_refusal(exc):
+        refused = _refused_global(exc)
+        if refused:
             raise PretrainedError(
                 f"{path}: refused to load: the pickle refers to code outside the allowlist of a "
-                f"reference checkpoint ({_first_line(exc)}). Only tensors, containers and the "
-                "reference's ModalityRegistry/ModalityConfig are accepted."
+                f"reference checkpoint ({refused}). Only tensors, containers and the reference's "
+                "ModalityRegistry/ModalityConfig are accepted; nothing from the file was run."
             ) from None
-        raise PretrainedError(f"{path}: unreadable or truncated checkpoint ({_first_line(exc)})") from None
-    except Exception as exc:  # noqa: BLE001 - a corrupt pickle/zip fails in many ways; named here
-        raise PretrainedError(
-            f"{path}: unreadable or truncated checkpoint ({type(exc).__name__}: {_first_line(exc)})"
-        ) from exc
+        raise PretrainedError(f"{path}: {_not_readable(kind)}") from None
+    except Exception:  # noqa: BLE001 - a corrupt pickle/zip fails in many ways; named here
+        raise PretrainedError(f"{path}: {_not_readable(kind)}") from None
     if not isinstance(ckpt, dict) or "model" not in ckpt or "model_args" not in ckpt:
         keys = sorted(ckpt) if isinstance(ckpt, dict) else type(ckpt).__name__
         raise PretrainedError(f"{path}: not a reference AstroPT checkpoint (needs 'model' and 'model_args'; has {keys})")
     return ckpt
 
 
-def _is_refusal(exc: BaseException) -> bool:
-    """Whether torch's weights-only unpickler refused a global (vs. a corrupt stream)."""
+def _file_kind(path: Path) -> str:
+    """``zip`` (torch.save), ``pickle`` (a pickle stream: torch's legacy format or a plain
+    pickle), ``safetensors`` or ``other``, from the first bytes."""
+    with path.open("rb") as f:
+        head = f.read(16)
+    if head.startswith(b"PK\x03\x04"):
+        return "zip"
+    if head[:1] == b"\x80":
+        return "pickle"
+    if len(head) >= 9 and head[8:9] == b"{":
+        return "safetensors"
+    return "other"
+
+
+def _not_readable(kind: str) -> str:
+    """Why a file that failed to load is not a checkpoint, for a person (never torch's
+    advice to turn the safe loader off)."""
+    return {
+        "zip": "truncated or corrupted checkpoint (a torch.save archive that does not read to "
+               "its end); copy or download it again",
+        "pickle": "not a reference AstroPT checkpoint: a pickle that is not a torch.save "
+                  "checkpoint of tensors (refused without running it)",
+        "safetensors": "a safetensors file is read with its config.json as a pretrained folder, "
+                       "not as a reference checkpoint",
+    }.get(kind, "not a checkpoint (neither a torch.save archive nor a safetensors file)")
+
+
+def _refused_global(exc: BaseException) -> str:
+    """The global that torch's weights-only unpickler refused ("" for a corrupt stream)."""
     text = str(exc)
-    return any(s in text for s in ("GLOBAL", "unrecognized function", "allowlisted", "blocked"))
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    # torch's weights-only errors are long; the line naming the global is what matters.
-    for line in text.splitlines():
-        if "GLOBAL" in line or "global" in line:
-            return line.strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    found = re.search(r"GLOBAL ([\w.]+)", text)
+    if found:
+        return found.group(1)
+    found = re.search(r"(?:Unsupported global|unrecognized function)[:\s]*([\w.<>]+)", text)
+    return found.group(1) if found else ""
 
 
 # ----------------------------------------------------------------------------- config
@@ -227,6 +260,72 @@ def reference_model_config(ckpt: dict[str, Any], source: str = "checkpoint") -> 
     )
 
 
+def v1_model_config(ckpt: dict[str, Any], source: str = "checkpoint") -> ModelConfig:
+    """Our :class:`ModelConfig` for a v1 checkpoint (one image modality, ReLU tokenisers).
+
+    v1 conventions: ``images`` of ``n_chan`` bands in ``patch_size`` patches, per-patch
+    normalisation, spiral order unless the training config says otherwise, learned
+    positions; the default embedding is the mean over tokens of the LAST block's output.
+    """
+    args = ckpt["model_args"] if isinstance(ckpt["model_args"], dict) else {}
+    missing = [k for k in ("n_layer", "n_head", "n_embd", "block_size") if k not in args]
+    if missing:
+        raise PretrainedError(f"{source}: model_args lacks {missing}")
+    attn = args.get("attn_type", "causal")
+    if attn != "causal":
+        raise PretrainedError(f"{source}: attn_type {attn!r} is not supported (only 'causal')")
+    state = {_strip_prefixes(k): v for k, v in ckpt["model"].items()}
+    input_size = int(state["transformer.wte.0.weight"].shape[1])
+    n_chan = int(args.get("n_chan") or 1)
+    patch = int(args.get("patch_size") or math.isqrt(input_size // n_chan))
+    if patch * patch * n_chan != input_size:
+        raise PretrainedError(
+            f"{source}: token width {input_size} is not patch_size**2 * n_chan = {patch}**2 * {n_chan}"
+        )
+    block_size, n_layer = int(args["block_size"]), int(args["n_layer"])
+    train_cfg = ckpt.get("config") if isinstance(ckpt.get("config"), dict) else {}
+    spiral = bool(train_cfg.get("spiral", True))
+    image = ModalityConfig(
+        name="images", kind="image", input_size=input_size, n_channels=n_chan, patch_size=patch,
+        image_size=max(1, math.isqrt(block_size)) * patch, patch_order="spiral" if spiral else "raster",
+        normalize="patch", position="learned",
+    )
+    return ModelConfig(
+        n_layer=n_layer, n_head=int(args["n_head"]), n_embd=int(args["n_embd"]), block_size=block_size,
+        dropout=float(args.get("dropout") or 0.0), bias=bool(args.get("bias", False)), tokeniser="relu",
+        attn="causal", modalities=[image], modality_order="sorted", modality_tokens=False,
+        embed_layer=n_layer - 1, embed_pool="mean",
+    )
+
+
+_V1_RENAMES = [
+    (re.compile(r"^transformer\.wte\.(\d+)\.(weight|bias)$"), r"encoders.{m}.net.\1.\2"),
+    (re.compile(r"^lm_head\.(\d+)\.(weight|bias)$"), r"decoders.{m}.net.\1.\2"),
+    (re.compile(r"^transformer\.wpe\.weight$"), r"embedders.{m}.wpe.weight"),
+]
+
+
+def v1_state_dict(state: dict[str, torch.Tensor], modality: str, source: str) -> dict[str, torch.Tensor]:
+    """Rename a v1 state dict to ours (the blocks and ``ln_f`` as in v2)."""
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        if not isinstance(value, torch.Tensor):
+            raise PretrainedError(f"{source}: state entry {key!r} is a {type(value).__name__}, not a tensor")
+        plain = _strip_prefixes(key)
+        for pattern, repl in _V1_RENAMES:
+            if pattern.match(plain):
+                ours: str | None = pattern.sub(repl.replace("{m}", modality), plain)
+                break
+        else:
+            ours = rename_reference_key(plain)
+        if ours is None:
+            continue
+        if ours in out:
+            raise PretrainedError(f"{source}: two tensors map onto {ours!r}")
+        out[ours] = value
+    return out
+
+
 # ----------------------------------------------------------------------------- weights
 
 _RENAMES = [
@@ -313,61 +412,60 @@ def reference_state_dict(
     return renamed
 
 
-# ----------------------------------------------------------------------------- entry points
+# ----------------------------------------------------------------------------- entry point
 
 
-def load_reference_checkpoint(
-    path: str | os.PathLike,
-    map_location: str | torch.device = "cpu",
-    lora_scale: float | None = None,
-) -> AstroPT:
-    """Load a reference ``ckpt.pt`` as an :class:`AstroPT` (eval mode), safely.
+@dataclass
+class Translation:
+    """A reference checkpoint in our terms."""
+
+    config: ModelConfig
+    state: dict[str, torch.Tensor]
+    meta: dict[str, Any]
+    """JSON-safe provenance: ``generation``, ``iter_num``, ``best_val_loss``,
+    ``reference_model_args``."""
+
+
+def translate(ckpt: dict[str, Any], source: str = "checkpoint", lora_scale: float | None = None) -> Translation:
+    """Our config, state dict and provenance for a reference checkpoint read by
+    :func:`read_reference_checkpoint`.
 
     Args:
         lora_scale: override the LoRA scaling (default: as the reference version built it,
             see :func:`lora_scaling`).
     """
-    model, _ = _build(path, map_location, lora_scale)
-    return model
-
-
-def _build(
-    path: str | os.PathLike, map_location: str | torch.device, lora_scale: float | None
-) -> tuple[AstroPT, dict[str, Any]]:
-    source = str(path)
-    ckpt = read_reference_checkpoint(path, map_location="cpu")
-    config = reference_model_config(ckpt, source)
-    args = ckpt["model_args"] if isinstance(ckpt["model_args"], dict) else {}
+    args = ckpt["model_args"]
+    if not isinstance(args, dict):
+        args = dict(getattr(args, "__dict__", {}))
     state = ckpt["model"]
     if not isinstance(state, dict):
         raise PretrainedError(f"{source}: 'model' is a {type(state).__name__}, not a state dict")
-    state = reference_state_dict(state, args, source, lora_scale)
-    model = AstroPT(config)
-    load_state_strict(model, state, source)
-    model.to(map_location)
-    model.eval()
-    return model, ckpt
-
-
-def convert_reference_checkpoint(
-    path: str | os.PathLike, out_dir: str | os.PathLike, lora_scale: float | None = None
-) -> Path:
-    """Convert a reference ``ckpt.pt`` into a pretrained folder (safetensors + config.json).
-
-    The folder's ``extra`` metadata records the source file name, ``iter_num``,
-    ``best_val_loss`` and the reference ``model_args``.
-    """
-    model, ckpt = _build(path, "cpu", lora_scale)
-    args = ckpt["model_args"] if isinstance(ckpt["model_args"], dict) else {}
-    extra = {
-        "converted_from": Path(path).name,
+    generation = reference_generation(ckpt)
+    if generation == "v1":
+        config = v1_model_config(ckpt, source)
+        state = v1_state_dict(state, config.modalities[0].name, source)
+    else:
+        config = reference_model_config(ckpt, source)
+        state = reference_state_dict(state, args, source, lora_scale)
+    meta = {
+        "generation": generation,
         "iter_num": _plain(ckpt.get("iter_num")),
         "best_val_loss": _plain(ckpt.get("best_val_loss")),
         "reference_model_args": {k: _plain(v) for k, v in args.items()},
     }
-    out = save_pretrained(model, out_dir, extra=extra)
-    log.info("converted %s -> %s (%d parameters)", path, out, model.num_params())
-    return out
+    return Translation(config, state, meta)
+
+
+def reference_generation(ckpt: dict[str, Any]) -> str:
+    """``v1`` (no modality registry, one unnamed modality) or ``v2``; ``v3`` for the LLM
+    backbone of the reference's main branch."""
+    args = ckpt["model_args"] if isinstance(ckpt["model_args"], dict) else {}
+    if args.get("backbone", "native") not in ("native", None):
+        return "v3"
+    keys = {_strip_prefixes(k) for k in ckpt["model"]} if isinstance(ckpt["model"], dict) else set()
+    if ckpt.get("modality_registry") is None and "modalities" not in args and "transformer.wte.0.weight" in keys:
+        return "v1"
+    return "v2"
 
 
 def _plain(value: Any) -> Any:

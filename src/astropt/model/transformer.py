@@ -23,10 +23,14 @@ class TokenMLP(nn.Module):
     """Maps token vectors between data space and the residual stream.
 
     ``aim``: Linear -> GELU(tanh) -> Linear with a hidden width of ``4 * hidden_width``;
-    ``affine``: a single Linear.
+    ``affine``: a single Linear; ``relu``: the v1 reference's ReLU MLPs, always with biases
+    (``role`` ``encoder``: in -> C -> C, a ReLU after each; ``decoder``: C -> 2C -> C -> out
+    with ReLUs between), kept as ``net`` (an ``nn.Sequential``) so that the reference's
+    parameter indices map one to one.
     """
 
-    def __init__(self, in_size: int, out_size: int, hidden_width: int, kind: str, bias: bool):
+    def __init__(self, in_size: int, out_size: int, hidden_width: int, kind: str, bias: bool,
+                 role: str = "encoder"):
         super().__init__()
         self.kind = kind
         if kind == "affine":
@@ -34,10 +38,20 @@ class TokenMLP(nn.Module):
         elif kind == "aim":
             self.c_fc = nn.Linear(in_size, 4 * hidden_width, bias=bias)
             self.c_proj = nn.Linear(4 * hidden_width, out_size, bias=bias)
+        elif kind == "relu":
+            c = hidden_width
+            if role == "encoder":
+                layers = [nn.Linear(in_size, c), nn.ReLU(), nn.Linear(c, out_size), nn.ReLU()]
+            else:
+                layers = [nn.Linear(in_size, 2 * c), nn.ReLU(), nn.Linear(2 * c, c), nn.ReLU(),
+                          nn.Linear(c, out_size)]
+            self.net = nn.Sequential(*layers)
         else:
-            raise ValueError(f"unknown tokeniser {kind!r}; use 'aim' or 'affine'")
+            raise ValueError(f"unknown tokeniser {kind!r}; use 'aim', 'affine' or 'relu'")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kind == "relu":
+            return self.net(x)
         x = self.c_fc(x)
         if self.kind == "aim":
             x = self.c_proj(gelu_tanh(x))

@@ -161,7 +161,8 @@ def build(cfg: RunConfig, info: dist_utils.DistInfo, run_dir: Path) -> Component
     torch.manual_seed(t.seed)  # the same initial weights on every rank
     model = AstroPT(cfg.model)
     if t.init_from not in ("scratch", "resume"):
-        from astropt.model.io import load_pretrained, load_state_strict
+        from astropt.model import load_pretrained
+        from astropt.model.io import load_state_strict
 
         load_state_strict(model, load_pretrained(t.init_from).state_dict(), t.init_from)
     model.to(info.device)
