@@ -293,7 +293,7 @@ def test_unsupported_reference_settings(tmp_path, ref_classes):
 # ----------------------------------------------------------------------------- real reference
 def test_real_reference_checkpoint_tokens_embeddings_predictions(tmp_path):
     """Output of the reference implementation itself (see fixtures/reference/README.md)."""
-    expected = np.load(FIXTURES / "expected.npz")
+    expected = np.load(FIXTURES / "expected_v2.npz")
     model = load_reference_checkpoint(FIXTURES / "ckpt_v2_tiny.pt")
     images_cfg = model.config.modality("images")
     tokens = build_modality(images_cfg).tokenize(torch.from_numpy(expected["images"]))

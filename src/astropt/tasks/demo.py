@@ -48,12 +48,13 @@ METHODS = {"astropt": "AstroPT (pretrained)", "pca": "(a) PCA of pixels",
 
 
 def find_config(name: str | os.PathLike) -> Path:
-    """A config file path, or a named config (``tiny-cpu``) looked up in ``configs/``."""
+    """A config file path, or a named config (``tiny-cpu``) looked up in ``./configs/``, then
+    in the configs shipped with the package."""
     path = Path(name)
     if path.is_file():
         return path
-    here = Path(__file__).resolve()
-    for folder in (Path.cwd() / "configs", here.parents[1] / "configs", here.parents[3] / "configs"):
+    shipped = Path(__file__).resolve().parents[1] / "configs"  # package data
+    for folder in (Path.cwd() / "configs", shipped):
         candidate = folder / f"{name}.yaml"
         if candidate.is_file():
             return candidate
