@@ -9,6 +9,9 @@ from __future__ import annotations
 import argparse
 import json
 
+MODEL_HELP = ("pretrained folder, reference ckpt.pt, or hub model org/name[/subfolder][@revision] "
+              "(e.g. Smith42/astroPT_v2.0/astropt/095M)")
+
 
 def _print(result) -> None:
     print(json.dumps(result, indent=2, default=str))
@@ -27,8 +30,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _embed(sub) -> None:
     p = sub.add_parser("embed", help="embed a dataset into a Parquet table (resumable)")
-    p.add_argument("model", help="pretrained folder, ckpt.pt or hub id")
-    p.add_argument("data", help="prepared shard folder (or a source)")
+    p.add_argument("model", help=MODEL_HELP)
+    p.add_argument("data", help="prepared shard folder, or a raw source (hub dataset id, folder of "
+                   "FITS/JPEG files, catalogue), prepared for the model first")
     p.add_argument("--out", required=True, help="output Parquet file")
     p.add_argument("--layer", default=None, help="block index or 'all' (default: the model's)")
     p.add_argument("--pool", choices=["mean", "last", "exp_decay"], default=None)
@@ -37,6 +41,7 @@ def _embed(sub) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--part-size", type=int, default=4096, help="objects per resumable part")
     p.add_argument("--modalities", nargs="+", default=None, help="model modalities to feed")
+    p.add_argument("--limit", type=int, default=0, help="raw sources: read at most this many objects")
     p.set_defaults(func=run_embed)
 
 
@@ -44,7 +49,8 @@ def run_embed(args) -> int:
     from astropt.tasks.embed import embed
 
     out = embed(args.model, args.data, args.out, layer=args.layer, pool=args.pool, batch_size=args.batch_size,
-                dtype=args.dtype, device=args.device, part_size=args.part_size, modalities=args.modalities)
+                dtype=args.dtype, device=args.device, part_size=args.part_size, modalities=args.modalities,
+                limit=args.limit)
     print(out)
     return 0
 
@@ -76,7 +82,7 @@ def run_probe(args) -> int:
 
 def _finetune(sub) -> None:
     p = sub.add_parser("finetune", help="finetune a task head with LoRA adapters or fully")
-    p.add_argument("model")
+    p.add_argument("model", help=MODEL_HELP)
     p.add_argument("data")
     p.add_argument("--target", action="append", required=True, help="label (repeat)")
     p.add_argument("--lora-rank", type=int, default=8)
@@ -152,7 +158,7 @@ def run_anomalies(args) -> int:
 
 def _generate(sub) -> None:
     p = sub.add_parser("generate", help="complete an image from its first tokens (or cross-modal)")
-    p.add_argument("model")
+    p.add_argument("model", help=MODEL_HELP)
     p.add_argument("image", help="image file (.npy/FITS/PNG/JPEG) or a data folder (with --id)")
     p.add_argument("--id", default=None, help="object id in a data folder (default: the first)")
     p.add_argument("--keep", type=float, default=0.5, help="fraction of tokens kept")

@@ -36,6 +36,8 @@ class Published:
     """Hub dataset the models were trained on."""
     column: str = "image"
     """Its image column."""
+    id_column: str = "id"
+    """Its object-id column (row numbers are used when the data has none)."""
     bands: tuple[str, ...] = ()
     transpose_hw: bool = False
     """The reference gave the model ``np.array(image).swapaxes(0, 2)`` of HF images."""
@@ -51,6 +53,7 @@ class Published:
             "column": self.column,
             "bands": list(self.bands),
             "layout": "hwc",
+            "id_column": self.id_column,
             "orientation": "swapaxes (C, W, H)" if self.transpose_hw else "(C, H, W)",
             "image_size": self.image_size,
             "scale": "8-bit values as they are; per-patch normalisation",
@@ -72,6 +75,7 @@ PUBLISHED: dict[str, Published] = {
             license="mit",
             dataset="Smith42/galaxies",
             column="image",
+            id_column="dr8_id",
             bands=("g", "r", "z"),
             transpose_hw=True,
             image_size=512,
@@ -84,6 +88,7 @@ PUBLISHED: dict[str, Published] = {
             license="cc-by-sa-4.0",
             dataset="Smith42/galaxies",
             column="image_crop",
+            id_column="dr8_id",
             bands=("g", "r", "z"),
             transpose_hw=True,
             image_size=256,

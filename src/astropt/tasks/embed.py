@@ -37,12 +37,12 @@ from astropt.tasks.common import (
     autocast,
     iter_batches,
     load_model,
-    open_data,
     resolve_device,
     resolve_dtype,
     tokenize_rows,
     used_modalities,
 )
+from astropt.tasks.model_data import shards_for
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +102,7 @@ def embed(
     modalities: list[str] | None = None,
     indices: np.ndarray | None = None,
     progress: bool = True,
+    limit: int = 0,
 ) -> Path:
     """Embed every object of ``data`` (or ``indices`` of it) with ``model`` into ``out``.
 
@@ -112,6 +113,11 @@ def embed(
         part_size: objects per resumable part (memory is bounded by one part).
         modalities: model modalities to feed (default: all of the model's).
         indices: subset of object indices (e.g. a held-out split), in output order.
+        limit: for a raw source (not prepared shards), read at most this many objects.
+
+    ``data`` may be prepared shards or any raw source (a hub dataset id, a folder of
+    images, a catalogue): it is then prepared for the model first, as the model's own
+    preprocessing record says (see :mod:`astropt.tasks.model_data`).
 
     Returns:
         The path of the merged Parquet file.
@@ -119,7 +125,7 @@ def embed(
     out = Path(out)
     device = resolve_device(device)
     model = load_model(model, device).to(device).eval()
-    data = open_data(data) if not isinstance(data, ShardSet) else data
+    data = shards_for(model, data, out, limit=limit)
     configs = used_modalities(model, data, modalities)
     indices = np.arange(len(data)) if indices is None else np.asarray(indices, dtype=np.int64)
     if len(indices) == 0:
