@@ -3,7 +3,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test lint clean
+.PHONY: setup demo test lint wheel-check clean
 
 $(BIN)/astropt: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -24,6 +24,9 @@ lint: setup
 
 test: lint
 	$(BIN)/pytest
+
+wheel-check:
+	PY=$(PY) bash .ci/wheel_check.sh
 
 clean:
 	rm -rf $(VENV) demo runs

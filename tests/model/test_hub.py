@@ -66,6 +66,21 @@ def test_from_pretrained_with_subfolder_from_the_offline_cache(offline_cache):
     assert same_weights(AstroPT.from_pretrained(V2_REPO, subfolder="astropt/095M", revision=COMMIT), direct)
 
 
+def test_v1_layout_folder_finds_its_only_checkpoint(offline_cache):
+    v1 = FIXTURES / "ckpt_v1_tiny_l3.pt"
+    make_cache(offline_cache, "Smith42/astroPT", {"models/fully_trained/0001M_params/030000_ckpt.pt": v1,
+                                                  "models/fully_trained/0309M_params/005000_ckpt.pt": v1,
+                                                  "models/fully_trained/0309M_params/030000_ckpt.pt": v1})
+    model = AstroPT.from_pretrained("Smith42/astroPT/models/fully_trained/0001M_params")
+    assert same_weights(model, AstroPT.from_pretrained(v1))
+    assert model.config.modality("images").transpose_hw  # the DESI HF-image orientation
+    with pytest.raises(PretrainedError, match=r"several checkpoints \['005000_ckpt.pt', '030000_ckpt.pt'\]"):
+        AstroPT.from_pretrained("Smith42/astroPT", subfolder="models/fully_trained/0309M_params")
+    again = AstroPT.from_pretrained("Smith42/astroPT", subfolder="models/fully_trained/0309M_params",
+                                    weights_filename="030000_ckpt.pt")
+    assert same_weights(again, model)
+
+
 def test_offline_errors_name_what_is_missing(offline_cache):
     with pytest.raises(PretrainedError, match=r"astropt/095M.*(015M|095M|850M)"):
         AstroPT.from_pretrained(V2_REPO)  # root: no weights; the error lists where they are

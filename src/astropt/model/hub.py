@@ -125,6 +125,15 @@ def download(ref: HubRef, weights_filename: str | None = None, cache_dir: str | 
             return file.parent
         return file
     where = f"{ref.repo_id}" + (f" (folder {ref.path!r})" if ref.path and not ref.is_file else "")
+    if not ref.is_file and not weights_filename:
+        found = _checkpoints_in(ref, cache_dir)
+        if len(found) == 1:  # e.g. models/fully_trained/0309M_params/030000_ckpt.pt
+            return _fetch(ref, ref.path, found[0], cache_dir)
+        if found:
+            raise PretrainedError(
+                f"{ref}: several checkpoints {found}; pass weights_filename= (or name the file in "
+                "the path)"
+            )
     if all(m.offline for m in missing) and not _cached_repo(ref, cache_dir):
         raise PretrainedError(_not_cached(ref, ref.path or "the repository") + _hint(ref))
     raise PretrainedError(f"{where}: no weights file: {'; '.join(map(str, missing))}{_hint(ref)}")
@@ -184,6 +193,28 @@ def _fetch(ref: HubRef, folder: str, filename: str, cache_dir, needed_by: str | 
         raise PretrainedError(f"{ref.repo_id}: the hub refused {shown} ({exc})") from None
     except OSError as exc:  # disk full, unwritable cache
         raise PretrainedError(f"{ref.repo_id}: could not store {shown} in the cache ({exc})") from None
+
+
+def _checkpoints_in(ref: HubRef, cache_dir) -> list[str]:
+    """Names of the ``*.pt`` files directly in the reference's folder: from the hub's file
+    list, or (offline) from the cached snapshot."""
+    from huggingface_hub import HfApi, constants
+    from huggingface_hub import errors as hf
+
+    prefix = f"{ref.path}/" if ref.path else ""
+    if _offline():
+        root = Path(cache_dir or constants.HF_HUB_CACHE) / ("models--" + ref.repo_id.replace("/", "--"))
+        refs = root / "refs" / (ref.revision or "main")
+        commit = refs.read_text().strip() if refs.is_file() else (ref.revision or "")
+        folder = root / "snapshots" / commit / ref.path
+        names = sorted(p.name for p in folder.glob("*.pt")) if commit and folder.is_dir() else []
+    else:
+        try:
+            files = HfApi().list_repo_files(ref.repo_id, revision=ref.revision)
+        except (hf.HfHubHTTPError, OSError, ValueError):
+            return []
+        names = sorted(f[len(prefix):] for f in files if f.startswith(prefix) and f.endswith(".pt"))
+    return [n for n in names if "/" not in n]
 
 
 def _cached_repo(ref: HubRef, cache_dir) -> bool:

@@ -79,7 +79,10 @@ PUBLISHED: dict[str, Published] = {
             bands=("g", "r", "z"),
             transpose_hw=True,
             image_size=512,
-            notes="The original AstroPT (DESI Legacy Survey) models, astropt 1.0.0.",
+            notes="The original AstroPT (DESI Legacy Survey) models, astropt 1.0.0; sizes 0001M, "
+                  "0005M, 0012M, 0021M, 0089M, 0309M, 0830M (030000_ckpt.pt) and 2100M "
+                  "(040000_ckpt.pt). Its embeddings/300M_spiralized/*.npy were made by the v1 "
+                  "sampler: ToTensor (C, H, W) / 255, no transpose, float16, first 64 tokens.",
         ),
         Published(
             repo_id="Smith42/astroPT_v2.0",
@@ -94,6 +97,23 @@ PUBLISHED: dict[str, Published] = {
             image_size=256,
             notes="AstroPT v2.0 (DESI Legacy Survey), astropt 2.0.5; embeddings of these "
                   "models are published as the Smith42/galaxies_embeddings dataset.",
+        ),
+        *(
+            Published(
+                repo_id=f"msiudek/astroPT_euclid_{name}_model",
+                generation="v1",
+                paths=("<step>_ckpt.pt at the root (e.g. 002500_ckpt.pt; file names unconfirmed)",),
+                license="unknown",
+                dataset="msiudek/astroPT_euclid_dataset",
+                column="image",
+                transpose_hw=False,
+                notes=f"AstroPT-Euclid ({bands}), astropt 1.0.2: Euclid Q1 FITS stamps read as "
+                      "(C, H, W) float32 (no transpose); the reference's Euclid sampler mean-pools "
+                      "the first 64 tokens. Stamp size and the packing of NISP bands and SED tokens "
+                      "are unconfirmed (arXiv:2503.15312 speaks of token chaining).",
+            )
+            for name, bands in (("VIS", "VIS"), ("VIS_NISP", "VIS + NISP Y, J, H"),
+                                ("VIS_NISP_SED", "VIS + NISP + SED"))
         ),
     )
 }
