@@ -312,3 +312,21 @@ def test_real_reference_checkpoint_tokens_embeddings_predictions(tmp_path):
     # the fixture's image is reproduced from its tokens (the tokeniser's inverse)
     back = build_modality(images_cfg).detokenize(tokens)
     np.testing.assert_allclose(back.numpy(), expected["images"], atol=1e-4 * np.abs(expected["images"]).max())
+
+
+@pytest.mark.parametrize("content, reason", [
+    (b"\x80\x04" + b"junk that is no pickle at all", "not a reference AstroPT checkpoint"),
+    (None, "not a reference AstroPT checkpoint"),  # a plain pickle of a dict
+    (bytes(range(256)) * 4, "not a checkpoint"),  # random bytes
+])
+def test_non_checkpoints_are_named_without_unsafe_advice(tmp_path, content, reason):
+    import pickle
+
+    path = tmp_path / "model.pt"
+    if content is None:
+        path.write_bytes(pickle.dumps({"model": {}, "model_args": {}}, protocol=4))
+    else:
+        path.write_bytes(content)
+    with pytest.raises(PretrainedError, match=reason) as err:
+        AstroPT.from_pretrained(path)
+    assert "model.pt" in str(err.value) and "weights_only" not in str(err.value)
