@@ -174,3 +174,26 @@ def completion_figure(
     if caption:
         fig.text(0.5, 0.01, caption, ha="center", fontsize=7, wrap=True)
     return save_figure(fig, path)
+
+
+def pit_histograms(histograms: dict[str, Sequence[int]], path: str | os.PathLike,
+                   metrics: dict[str, dict[str, float]] | None = None) -> Path:
+    """PIT histogram per target (flat when the uncertainties are calibrated; a U shape
+    means too narrow, a hump too wide), with the uniform level and the 68/95% coverage."""
+    names = list(histograms)
+    ncols = min(3, len(names))
+    nrows = (len(names) + ncols - 1) // ncols
+    fig = Figure(figsize=(3.4 * ncols, 2.8 * nrows))
+    for k, name in enumerate(names):
+        counts = np.asarray(histograms[name], dtype=np.float64)
+        ax = fig.add_subplot(nrows, ncols, k + 1)
+        edges = np.linspace(0, 1, len(counts) + 1)
+        ax.stairs(counts / counts.sum() * len(counts), edges, fill=True, alpha=0.6)
+        ax.axhline(1.0, color="k", ls="--", lw=0.8)
+        ax.set_xlabel(f"PIT of {name}")
+        ax.set_ylabel("density")
+        m = (metrics or {}).get(name, {})
+        if "coverage_68" in m:
+            ax.set_title(f"68%: {m['coverage_68']:.2f}  95%: {m['coverage_95']:.2f}", fontsize=8)
+    fig.tight_layout()
+    return save_figure(fig, path)
