@@ -53,7 +53,7 @@ def test_crps_is_exact_for_the_empirical_distribution():
     cal = Calibrated(np.array([0.3, -1.0]), np.array([2.0, 0.5]), np.sort(rng.normal(size=50)))
     y = np.array([1.0, -0.7])
     samples = cal.mu[:, None] + cal.scale[:, None] * cal.shape[None, :]
-    brute = [np.mean(np.abs(s - t)) - 0.5 * np.mean(np.abs(s[:, None] - s[None, :])) for s, t in zip(samples, y)]
+    brute = [np.mean(np.abs(s - t)) - 0.5 * np.mean(np.abs(s[:, None] - s[None, :])) for s, t in zip(samples, y, strict=True)]
     np.testing.assert_allclose(cal.crps(y), brute, rtol=1e-10)
     lo, hi = cal.interval(0.95)
     assert np.all(lo < cal.mu) and np.all(hi > cal.mu)
