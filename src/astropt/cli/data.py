@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 
-DATA_COMMAND_MODULES: list[str] = ["astropt.cli.data_prepare", "astropt.cli.data_synth"]
+DATA_COMMAND_MODULES: list[str] = ["astropt.cli.data_prepare", "astropt.cli.data_synth", "astropt.cli.data_sky"]
 
 
 def register(sub: argparse._SubParsersAction) -> None:

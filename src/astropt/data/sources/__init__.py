@@ -6,7 +6,9 @@
 - an HDF5 file (``hdf5``), a ``.npy``/``.npz`` array file (``numpy``);
 - a Hugging Face ``save_to_disk`` folder, Parquet dataset or hub id (``hf``);
 - a CSV/Parquet catalogue of files + labels (``catalog``: a Parquet file whose columns
-  include a path column is a catalogue; otherwise it is read as a dataset).
+  include a path column is a catalogue; otherwise it is read as a dataset);
+- a catalogue of sky positions + ``images`` (a glob of WCS tiles): stamps cut at each
+  position (``cutouts``).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import pyarrow.parquet as pq
 from astropt.data.shards import DataError
 from astropt.data.sources.base import BadArray, ObjectError, Source, SourceConfig
 from astropt.data.sources.catalog import PATH_NAMES, CatalogSource, is_table
+from astropt.data.sources.cutouts import CutoutSource
 from astropt.data.sources.files import is_npy, open_folder
 from astropt.data.sources.fits import is_fits
 from astropt.data.sources.hdf5 import HDF5Source
@@ -57,6 +60,8 @@ def detect_kind(cfg: SourceConfig) -> str:
     """The source kind of ``cfg.path`` (``cfg.kind`` unless it is ``auto``)."""
     if cfg.kind != "auto":
         return cfg.kind
+    if cfg.images:
+        return "cutouts"
     path = Path(cfg.path).expanduser()
     if not path.exists():
         if HUB_ID.match(cfg.path):
@@ -93,4 +98,6 @@ def open_source(cfg: SourceConfig) -> Source:
         return HDF5Source(cfg)
     if kind == "catalog":
         return CatalogSource(cfg)
+    if kind == "cutouts":
+        return CutoutSource(cfg)
     return HFSource(cfg)

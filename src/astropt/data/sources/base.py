@@ -18,7 +18,7 @@ from typing import Any, Literal
 from astropt.config import ConfigError
 from astropt.data.shards import DataError
 
-SourceKind = Literal["auto", "fits", "image", "hdf5", "numpy", "hf", "catalog"]
+SourceKind = Literal["auto", "fits", "image", "hdf5", "numpy", "hf", "catalog", "cutouts"]
 
 
 @dataclass
@@ -59,6 +59,14 @@ class SourceConfig:
     """How channel-last images become ``(C, H, W)``: ``transpose`` keeps rows and columns;
     ``swapaxes`` (``np.swapaxes(x, 0, 2)``: ``(C, W, H)``) reproduces the reference's
     Hugging Face galaxy datasets (legacy)."""
+    # --- cutouts by sky position (``path`` is then the catalogue of positions)
+    images: str = ""
+    """Glob of FITS tiles with a WCS to cut stamps from (``{band}`` stands for each of
+    ``bands``); set, it makes the source a ``cutouts`` source of ``image_size`` stamps."""
+    ra_column: str = "ra"
+    """Catalogue column of right ascension (degrees)."""
+    dec_column: str = "dec"
+    """Catalogue column of declination (degrees)."""
     split: str = "train"
     """Hugging Face split."""
     streaming: bool = False
