@@ -44,3 +44,25 @@ def test_lock_is_released_on_error_and_a_foreign_host_is_never_called_stale(tmp_
     with pytest.raises(OutputLocked, match="some-other-node.*delete"):
         with output_lock(target):
             pass
+
+
+def test_prepare_synth_and_finetune_take_the_lock_of_their_output(tmp_path):
+    from astropt.data.prepare import prepare
+    from astropt.data.sources import SourceConfig
+    from astropt.data.synthetic import synthesize
+    from astropt.tasks.finetune import finetune
+
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        for name, call in [
+            ("prepared", lambda out: prepare(SourceConfig(path=str(tmp_path)), out, progress=False)),
+            ("synth", lambda out: synthesize(out, 4, progress=False)),
+            ("finetuned", lambda out: finetune("no-such-model", "no-such-data", ["z"], out=out)),
+        ]:
+            write_holder(tmp_path / name, pid=proc.pid)
+            with pytest.raises(OutputLocked, match=f"pid {proc.pid}"):
+                call(tmp_path / name)
+            assert not (tmp_path / name).exists()
+    finally:
+        proc.kill()
+        proc.wait()

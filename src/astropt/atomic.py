@@ -72,14 +72,18 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     except BaseException as exc:
         tmp_path.unlink(missing_ok=True)
         if is_disk_full(exc) and not isinstance(exc, DiskFullError):
-            kept = "the previous version is kept" if path.exists() else "nothing was written"
-            error = DiskFullError(
-                f"no space left writing {path}: the disk is full (or the quota used up); {kept}. "
-                "Free some space and run the command again (it resumes where it can)"
-            )
-            error.errno = errno.ENOSPC
-            raise error from exc
+            raise disk_full(path, "the previous version is kept" if path.exists() else "nothing was written") from exc
         raise
+
+
+def disk_full(path: Path, kept: str) -> DiskFullError:
+    """The error for a full disk while writing ``path``; ``kept`` says what is left intact."""
+    error = DiskFullError(
+        f"no space left writing {path}: the disk is full (or the quota used up); {kept}. "
+        "Free some space and run the command again (it resumes where it can)"
+    )
+    error.errno = errno.ENOSPC
+    return error
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -15,6 +15,8 @@ one process (a run that synthesises its own data folder takes both locks).
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
 import json
 import logging
 import os
@@ -22,7 +24,7 @@ import socket
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -132,3 +134,21 @@ def output_lock(target: str | os.PathLike) -> Iterator[Path]:
         _HELD.discard(str(lock))
         if (read_holder(lock) or {}).get("pid") == os.getpid():
             lock.unlink(missing_ok=True)
+
+
+def writes_to(argument: str) -> Callable[[Callable], Callable]:
+    """Decorator: hold :func:`output_lock` on the function's ``argument`` (a path; nothing
+    is locked when it is None) while the function runs."""
+
+    def decorate(func: Callable) -> Callable:
+        signature = inspect.signature(func)
+
+        @functools.wraps(func)
+        def locked(*args: Any, **kwargs: Any) -> Any:
+            target = signature.bind(*args, **kwargs).arguments.get(argument)
+            with output_lock(target) if target is not None else contextlib.nullcontext():
+                return func(*args, **kwargs)
+
+        return locked
+
+    return decorate

@@ -234,3 +234,19 @@ def test_a_shard_from_another_folder_is_named(prepared, tmp_path):
     shard.write_bytes((tmp_path / "out2" / "shards" / "part-00001.arrow").read_bytes())
     with pytest.raises(DataError, match="part-00001.arrow"):
         ShardSet(prepared)
+
+
+def test_a_full_disk_is_a_one_line_error_naming_the_file(tmp_path, monkeypatch, capsys):
+    import errno
+
+    from astropt import atomic
+
+    write_folder(tmp_path / "src", ["a", "b", "c"])
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(atomic.os, "fsync", full)
+    assert main(["data", "prepare", str(tmp_path / "src"), "--out", str(tmp_path / "out"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "disk is full" in err and str(tmp_path / "out") in err and "Traceback" not in err

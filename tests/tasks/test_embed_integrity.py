@@ -69,16 +69,6 @@ def test_a_stale_lock_of_a_dead_process_is_taken_over(model_dir, shard_dir, tmp_
     assert not out.with_name(out.name + ".lock").exists()
 
 
-def test_non_finite_embeddings_are_an_error_naming_the_objects(model_dir, tmp_path):
-    records = make_records(12)
-    records[5]["image"][0, 3, 3] = np.inf
-    data = write_shards(tmp_path / "data", records)
-    with pytest.raises(DataError, match="obj0005") as info:
-        embed(model_dir, data, tmp_path / "e.parquet", part_size=4, progress=False)
-    assert "obj0004" not in str(info.value)
-    assert not (tmp_path / "e.parquet").exists()
-
-
 def nan_embeddings(path, bad=(2,)):
     vectors = np.random.default_rng(0).normal(size=(10, 4)).astype(np.float32)
     vectors[list(bad)] = np.nan
@@ -104,3 +94,51 @@ def test_search_and_anomaly_counts_must_be_positive(tmp_path, capsys, argv):
     path = nan_embeddings(tmp_path / "e.parquet", bad=())
     assert main([a.format(e=path) for a in argv]) == 2
     assert "must be" in capsys.readouterr().err
+
+
+def test_a_full_disk_names_the_file_and_keeps_the_finished_parts(model_dir, shard_dir, tmp_path, monkeypatch):
+    import errno
+
+    from astropt import atomic
+    from astropt.atomic import DiskFullError
+
+    out = tmp_path / "e.parquet"
+    real, calls = atomic.os.fsync, []
+
+    def fills_up(fd):
+        calls.append(fd)
+        if len(calls) > 4:  # meta.json and the first part fit (a file and its folder each)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(fd)
+
+    monkeypatch.setattr(atomic.os, "fsync", fills_up)
+    with pytest.raises(DiskFullError, match=r"part-000001\.parquet.*disk is full"):
+        embed(model_dir, shard_dir, out, part_size=16, progress=False)
+    monkeypatch.undo()
+    assert [p.name for p in sorted((tmp_path / "e.parquet.parts").glob("part-*"))] == ["part-000000.parquet"]
+    done = []
+    monkeypatch.setattr(embed_module, "_part_written", done.append)
+    embed(model_dir, shard_dir, out, part_size=16, progress=False)
+    assert done == [1, 2]
+
+
+def test_a_nan_pixel_is_blamed_on_its_object_not_its_batch(model_dir, tmp_path):
+    records = make_records(12)
+    records[5]["image"][0, 3, 3] = np.nan
+    data = write_shards(tmp_path / "data", records)
+    with pytest.raises(ValueError, match=r"objects \['obj0005'\]") as info:
+        embed(model_dir, data, tmp_path / "e.parquet", batch_size=4, progress=False)
+    assert "obj0004" not in str(info.value)
+
+
+def test_non_finite_weights_give_an_error_not_nan_embeddings(model_dir, shard_dir, tmp_path):
+    import torch
+
+    from astropt.model import load_pretrained
+
+    model = load_pretrained(model_dir)
+    with torch.no_grad():
+        next(model.parameters()).fill_(float("nan"))
+    with pytest.raises(DataError, match=r"non-finite \(NaN/Inf\) embeddings for 40 of 40"):
+        embed(model, shard_dir, tmp_path / "e.parquet", progress=False)
+    assert not (tmp_path / "e.parquet").exists()

@@ -51,6 +51,7 @@ from astropt.data.shards import (
 )
 from astropt.data.sources import ObjectError, Source, SourceConfig, open_source
 from astropt.fingerprint import digest
+from astropt.locks import writes_to
 
 log = logging.getLogger(__name__)
 
@@ -256,6 +257,7 @@ def _run_stream(
         k += 1
 
 
+@writes_to("out")
 def prepare(
     source_cfg: SourceConfig,
     out: str | Path,

@@ -37,6 +37,7 @@ import numpy as np
 import pyarrow as pa
 
 from astropt.atomic import atomic_path, atomic_write_text
+from astropt.fingerprint import digest, file_stamp
 
 log = logging.getLogger(__name__)
 
@@ -296,6 +297,11 @@ class ShardSet:
 
     def __len__(self) -> int:
         return int(self._starts[-1])
+
+    def fingerprint(self) -> str:
+        """A digest of what this folder holds now (manifest + shard files), for resumes."""
+        files = [self.directory / e["file"] for e in self.manifest.shards]
+        return digest(self.manifest.to_json(), [file_stamp(p)[1:] for p in files])
 
     @property
     def arrays(self) -> dict[str, ArraySpec]:
