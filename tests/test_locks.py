@@ -66,3 +66,12 @@ def test_prepare_synth_and_finetune_take_the_lock_of_their_output(tmp_path):
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_a_lock_whose_pid_was_reused_by_another_process_is_stale(tmp_path):
+    target = tmp_path / "out"
+    lock = write_holder(target)  # this very pid, but recorded with another process start
+    holder = json.loads(lock.read_text())
+    lock.write_text(json.dumps({**holder, "pid": os.getppid(), "process_start": "1"}))
+    with output_lock(target):
+        assert json.loads(lock.read_text())["pid"] == os.getpid()

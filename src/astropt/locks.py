@@ -50,8 +50,9 @@ def write_holder(target: str | os.PathLike, pid: int | None = None, host: str | 
     """
     lock = lock_path(target)
     lock.parent.mkdir(parents=True, exist_ok=True)
-    holder = {"pid": pid or os.getpid(), "host": host or socket.gethostname(), "started": time.time(),
-              "command": " ".join(sys.argv)[:300]}
+    pid = pid or os.getpid()
+    holder = {"pid": pid, "host": host or socket.gethostname(), "started": time.time(),
+              "command": " ".join(sys.argv)[:300], "process_start": _process_start(pid)}
     fd, tmp = tempfile.mkstemp(prefix=f".{lock.name}.", dir=lock.parent)
     try:
         with os.fdopen(fd, "w") as fh:
@@ -73,6 +74,15 @@ def read_holder(lock: Path) -> dict[str, Any] | None:
     return holder if isinstance(holder, dict) else None
 
 
+def _process_start(pid: int) -> str | None:
+    """When process ``pid`` started (Linux: clock ticks since boot), to tell a reused pid."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -86,7 +96,13 @@ def _alive(pid: int) -> bool:
 def _is_stale(holder: dict[str, Any] | None) -> bool:
     if holder is None:
         return True
-    return holder.get("host") == socket.gethostname() and not _alive(int(holder.get("pid", 0)))
+    if holder.get("host") != socket.gethostname():
+        return False  # cannot be checked from here
+    pid = int(holder.get("pid", 0))
+    if not _alive(pid):
+        return True
+    started = holder.get("process_start")
+    return started is not None and _process_start(pid) not in (None, started)  # the pid was reused
 
 
 def _describe(lock: Path, holder: dict[str, Any]) -> str:

@@ -250,3 +250,15 @@ def test_a_full_disk_is_a_one_line_error_naming_the_file(tmp_path, monkeypatch, 
     assert main(["data", "prepare", str(tmp_path / "src"), "--out", str(tmp_path / "out"), "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert "disk is full" in err and str(tmp_path / "out") in err and "Traceback" not in err
+
+
+def test_probe_refuses_a_numeric_label_stored_as_text(tmp_path):
+    from astropt.tasks.probe import probe_target
+
+    rng = np.random.default_rng(0)
+    z = rng.uniform(0, 1, 60)
+    text = np.array([f"{v:.4f}" for v in z], dtype=object)
+    text[7] = "abc"  # a folder prepared when one bad cell made the column text
+    x = np.stack([z, rng.normal(size=60)], axis=1)
+    with pytest.raises(DataError, match=r"'z' is stored as text but 59 of its 60 values are numbers"):
+        probe_target(x, text, "z", uncertainty=False)

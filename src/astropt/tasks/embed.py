@@ -157,6 +157,7 @@ def embed(
         "layer": "all" if all_layers else (model.config.default_embed_layer if layer is None else layer),
         "pool": pool,
         "modalities": [m.name for m in configs],
+        "dtype": str(resolve_dtype(dtype, device)),
     }
     rank, world = _rank_world()
     # One writer per output: rank 0 holds the lock (ranks write disjoint parts under it).
