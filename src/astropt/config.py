@@ -308,6 +308,19 @@ class DataConfig:
     seed: int = 0
     """Seed of the shuffling order (with the epoch)."""
 
+    def __post_init__(self) -> None:
+        if self.batch_size <= 0:
+            raise ConfigError(f"data.batch_size must be positive, got {self.batch_size}")
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ConfigError(
+                f"data.val_fraction must be in (0, 1), got {self.val_fraction}: training holds out a "
+                "validation split (e.g. 0.05)"
+            )
+        if self.num_workers < 0:
+            raise ConfigError(f"data.num_workers must be >= 0, got {self.num_workers}")
+        if self.synth_n < 0:
+            raise ConfigError(f"data.synth_n must be >= 0, got {self.synth_n}")
+
 
 @dataclass
 class TrainConfig:
@@ -360,6 +373,12 @@ class TrainConfig:
             raise ConfigError(f"train.mask_ratio must be in (0, 1), got {self.mask_ratio}")
         if self.grad_accum <= 0:
             raise ConfigError("train.grad_accum must be positive")
+        for name in ("warmup_steps", "ckpt_interval", "ckpt_count", "keep_last", "eval_interval", "eval_batches",
+                     "log_interval"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"train.{name} must be >= 0, got {getattr(self, name)}")
+        if self.ckpt_schedule in ("log", "even") and self.ckpt_count <= 0:
+            raise ConfigError(f"train.ckpt_schedule={self.ckpt_schedule} needs train.ckpt_count > 0")
 
 
 @dataclass
@@ -507,17 +526,29 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
         value = yaml.safe_load(raw) if raw != "" else ""
         parts = dotted.strip().split(".")
         node: Any = data
-        for part in parts[:-1]:
-            if isinstance(node, list):
-                node = node[int(part)]
+        for depth, part in enumerate(parts):
+            key = _override_key(node, part, ".".join(parts[: depth + 1]), item)
+            if depth == len(parts) - 1:
+                node[key] = value
+            elif isinstance(node, list):
+                node = node[key]
             else:
-                node = node.setdefault(part, {})
-        last = parts[-1]
-        if isinstance(node, list):
-            node[int(last)] = value
-        else:
-            node[last] = value
+                node = node.setdefault(key, {})
     return data
+
+
+def _override_key(node: Any, part: str, where: str, item: str) -> Any:
+    """The key of ``node`` that ``part`` of an override addresses, or a ConfigError."""
+    if isinstance(node, list):
+        if not part.lstrip("-").isdigit():
+            raise ConfigError(f"override {item!r}: {where} must be a list index (0..{len(node) - 1})")
+        if not -len(node) <= int(part) < len(node):
+            raise ConfigError(f"override {item!r}: {where} does not exist (the list has {len(node)} items)")
+        return int(part)
+    if not isinstance(node, dict):
+        parent = where.rsplit(".", 1)[0]
+        raise ConfigError(f"override {item!r}: {parent} is a value ({node!r}), it has no key {part!r}")
+    return part
 
 
 def _defaults_as_data(cls: type) -> dict[str, Any]:

@@ -38,8 +38,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
-    """Exceptions that are a person's input problem, reported as one line."""
-    return (ValueError, FileNotFoundError, FileExistsError, KeyError, PermissionError, IsADirectoryError)
+    """Exceptions that are a person's input problem (or a full disk), reported as one line."""
+    from astropt.atomic import DiskFullError
+
+    return (ValueError, FileNotFoundError, FileExistsError, KeyError, PermissionError, IsADirectoryError,
+            DiskFullError)
 
 
 def main(argv: list[str] | None = None) -> int:

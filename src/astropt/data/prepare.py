@@ -32,6 +32,13 @@ from tqdm.auto import tqdm
 
 from astropt.atomic import atomic_write_text
 from astropt.config import config_hash, to_dict
+from astropt.data.schema import (
+    check_record,
+    coerce_labels,
+    infer_label_types,
+    infer_specs,
+    sample_records,
+)
 from astropt.data.shards import (
     MANIFEST,
     SHARD_DIR,
@@ -43,53 +50,16 @@ from astropt.data.shards import (
     write_shard,
 )
 from astropt.data.sources import ObjectError, Source, SourceConfig, open_source
+from astropt.fingerprint import digest
+from astropt.locks import writes_to
 
 log = logging.getLogger(__name__)
 
 STATE = "prepare.json"
 REJECTS = "rejects.csv"
 REJECT_DIR = "rejects"
+LABEL_ISSUES = "label_issues.csv"
 OnError = Literal["raise", "skip"]
-
-
-# ----------------------------------------------------------------------------- records
-
-
-def array_specs(record: dict[str, Any]) -> dict[str, ArraySpec]:
-    """Array fields of a record: 1-D arrays are variable length, others fixed shape."""
-    specs = {}
-    for name, value in record.items():
-        if isinstance(value, np.ndarray):
-            specs[name] = ArraySpec([-1]) if value.ndim == 1 else ArraySpec(list(value.shape))
-    return specs
-
-
-def label_types(record: dict[str, Any]) -> dict[str, str]:
-    """Label name -> ``string``/``int64``/``float64`` (as stored in the shards)."""
-    out = {}
-    for name, value in record.get("labels", {}).items():
-        if isinstance(value, str):
-            out[name] = "string"
-        elif isinstance(value, (bool, int)):
-            out[name] = "int64"
-        else:
-            out[name] = "float64"
-    return out
-
-
-def check_record(record: dict[str, Any], specs: dict[str, ArraySpec], where: str) -> None:
-    """Raise :class:`ObjectError` when a record's arrays do not match the folder's specs."""
-    for name, spec in specs.items():
-        value = record.get(name)
-        if value is None:
-            raise ObjectError(record["id"], where, f"has no {name!r} array")
-        shape = list(np.shape(value))
-        if spec.variable and len(shape) != 1:
-            raise ObjectError(record["id"], where, f"{name!r} must be 1-D, got shape {shape}")
-        if not spec.variable and shape != spec.shape:
-            raise ObjectError(
-                record["id"], where, f"{name!r} has shape {shape}, expected {spec.shape} (like the first object)"
-            )
 
 
 # ----------------------------------------------------------------------------- one shard
@@ -99,42 +69,57 @@ def _reject_path(out: Path, index: int) -> Path:
     return out / REJECT_DIR / f"part-{index:05d}.json"
 
 
+Schema = tuple[dict[str, ArraySpec], dict[str, str]]  # array specs, label types
+Done = tuple[dict[str, Any] | None, list[dict[str, str]], list[dict[str, str]]]  # entry, rejects, label issues
+
+
+def shard_fingerprint(source: Source, start: int, stop: int | None, schema: Schema) -> str:
+    """What a finished shard was made from: its objects' inputs and the folder's schema."""
+    specs, labels = schema
+    return digest(source.fingerprint(start, stop), {k: v.shape for k, v in specs.items()}, labels)
+
+
 def write_one_shard(
     source: Source,
     out: Path,
     index: int,
     start: int,
     stop: int | None,
-    specs: dict[str, ArraySpec],
+    schema: Schema,
     on_error: OnError,
     results: Any = None,
-) -> tuple[dict[str, Any] | None, list[dict[str, str]], int]:
+) -> tuple[dict[str, Any] | None, list[dict[str, str]], list[dict[str, str]], int]:
     """Read objects ``start..stop`` and write them as shard ``index``.
 
-    Returns ``(manifest entry or None if every object was rejected, reject rows, objects
-    read)``. The rejects of the shard are written (atomically) before the shard, so a
-    finished shard always has its reject list.
+    Returns ``(manifest entry or None if every object was rejected, reject rows, label
+    issue rows, objects read)``. The rejects of the shard (with the fingerprint of its
+    inputs) are written atomically before the shard, so a finished shard always has them.
     """
-    records, rejects, n_read = [], [], 0
+    records, rejects, issues, n_read = [], [], [], 0
+    fingerprint = shard_fingerprint(source, start, stop, schema)
     for _, result in results if results is not None else source.results(start, stop):
         n_read += 1
         try:
             if isinstance(result, ObjectError):
                 raise result
-            check_record(result, specs, source.config.path)
+            check_record(result, schema[0], source.config.path)
+            issues += coerce_labels(result, schema[1], source.config.path, on_error)
             records.append(result)
         except ObjectError as exc:
             if on_error == "raise":
                 raise
             log.debug("rejected %s", exc)
             rejects.append({"id": exc.obj_id, "file": exc.file, "reason": exc.reason})
-    atomic_write_text(_reject_path(out, index), json.dumps({"read": n_read, "rejects": rejects}))
-    entry = write_shard(out, index, records, specs) if records else None
-    return entry, rejects, n_read
+    info = {"read": n_read, "rejects": rejects, "label_issues": issues, "fingerprint": fingerprint, "on_error": on_error}
+    atomic_write_text(_reject_path(out, index), json.dumps(info))
+    entry = write_shard(out, index, records, schema[0]) if records else None
+    return entry, rejects, issues, n_read
 
 
-def finished_shard(out: Path, index: int) -> tuple[dict[str, Any] | None, list[dict[str, str]]] | None:
-    """``(entry, rejects)`` of a shard a previous run finished, or None to (re)do it."""
+def finished_shard(out: Path, index: int, fingerprint: str | None = None, on_error: OnError = "skip") -> Done | None:
+    """``(entry, rejects, label issues)`` of a shard a previous run finished from the same
+    inputs (``fingerprint``), or None to (re)do it. A shard with rejects is redone when
+    ``on_error`` is now ``raise``, so that the bad object is raised."""
     path = _reject_path(out, index)
     if not path.is_file():
         return None
@@ -142,10 +127,23 @@ def finished_shard(out: Path, index: int) -> tuple[dict[str, Any] | None, list[d
         info = json.loads(path.read_text())
     except json.JSONDecodeError:
         return None
+    if fingerprint is not None and info.get("fingerprint") != fingerprint:
+        return None
+    if info["rejects"] and on_error == "raise":
+        return None
     entry = shard_entry(out, index)
     if entry is None and len(info["rejects"]) != info["read"]:
         return None
-    return entry, info["rejects"]
+    return entry, info["rejects"], info.get("label_issues", [])
+
+
+def remove_shards_from(out: Path, first: int) -> None:
+    """Delete shards (and their reject lists) of index ``first`` and above: left by an
+    earlier run over a source that had more objects."""
+    for folder, pattern in ((out / SHARD_DIR, "part-*.arrow"), (out / REJECT_DIR, "part-*.json")):
+        for path in folder.glob(pattern) if folder.is_dir() else []:
+            if path.stem[5:].isdigit() and int(path.stem[5:]) >= first:
+                path.unlink(missing_ok=True)
 
 
 _WORKER_SOURCE: Source | None = None
@@ -156,7 +154,7 @@ def _init_worker(cfg: SourceConfig) -> None:
     _WORKER_SOURCE = open_source(cfg)
 
 
-def _worker_task(*args: Any) -> tuple[dict[str, Any] | None, list[dict[str, str]], int]:
+def _worker_task(*args: Any) -> tuple[dict[str, Any] | None, list[dict[str, str]], list[dict[str, str]], int]:
     if _WORKER_SOURCE is None:
         raise RuntimeError("worker process was not initialised")
     return write_one_shard(_WORKER_SOURCE, *args)
@@ -167,7 +165,7 @@ def _worker_task(*args: Any) -> tuple[dict[str, Any] | None, list[dict[str, str]
 
 def _check_folder(out: Path, state: dict[str, Any], overwrite: bool) -> None:
     """Refuse to mix two sources in one folder; clear our own files when overwriting."""
-    ours = {STATE, MANIFEST, REJECTS, SHARD_DIR, REJECT_DIR}
+    ours = {STATE, MANIFEST, REJECTS, SHARD_DIR, REJECT_DIR, LABEL_ISSUES}
     if not out.exists():
         return
     previous = out / STATE
@@ -192,28 +190,21 @@ def _check_folder(out: Path, state: dict[str, Any], overwrite: bool) -> None:
         raise DataError(f"{out} is not empty and not a prepared folder ({foreign[:3]}...); use another folder")
 
 
-def _probe(source: Source, on_error: OnError) -> dict[str, Any]:
-    """The first readable object: it fixes the array shapes of the folder."""
-    for _, result in source.results():
-        if not isinstance(result, ObjectError):
-            return result
-        if on_error == "raise":
-            raise result
-    raise DataError(f"{source.config.path}: no readable object (all were rejected)")
-
-
 def _progress(total: int | None, enabled: bool) -> tqdm:
     return tqdm(total=total, unit="obj", desc="prepare", disable=not enabled, dynamic_ncols=True)
 
 
 def _run_random_access(
-    source: Source, out: Path, rows: int, specs: dict[str, ArraySpec], workers: int, on_error: OnError, bar: tqdm
-) -> dict[int, tuple[dict[str, Any] | None, list[dict[str, str]]]]:
+    source: Source, out: Path, rows: int, schema: Schema, workers: int, on_error: OnError, bar: tqdm
+) -> dict[int, Done]:
     n = len(source)
-    done: dict[int, tuple[dict[str, Any] | None, list[dict[str, str]]]] = {}
+    done: dict[int, Done] = {}
     todo = []
-    for k in range((n + rows - 1) // rows):
-        finished = finished_shard(out, k)
+    n_shards = (n + rows - 1) // rows
+    remove_shards_from(out, n_shards)
+    for k in range(n_shards):
+        fingerprint = shard_fingerprint(source, k * rows, min((k + 1) * rows, n), schema)
+        finished = finished_shard(out, k, fingerprint, on_error)
         if finished is None:
             todo.append(k)
         else:
@@ -221,11 +212,11 @@ def _run_random_access(
             bar.update(min(rows, n - k * rows))
     if todo and len(done):
         log.info("resuming: %d shards already written, %d to do", len(done), len(todo))
-    tasks = [(out, k, k * rows, min((k + 1) * rows, n), specs, on_error) for k in todo]
+    tasks = [(out, k, k * rows, min((k + 1) * rows, n), schema, on_error) for k in todo]
     if workers <= 1 or len(tasks) <= 1:
         for task in tasks:
-            entry, rejects, n_read = write_one_shard(source, *task)
-            done[task[1]] = (entry, rejects)
+            entry, rejects, issues, n_read = write_one_shard(source, *task)
+            done[task[1]] = (entry, rejects, issues)
             bar.update(n_read)
         return done
     # spawn: the parent may hold threads (torch, HF) that fork would copy in a bad state.
@@ -239,32 +230,34 @@ def _run_random_access(
                 if future.exception() is not None:
                     pool.shutdown(wait=True, cancel_futures=True)
                     raise future.exception()
-                entry, rejects, n_read = future.result()
-                done[futures[future]] = (entry, rejects)
+                entry, rejects, issues, n_read = future.result()
+                done[futures[future]] = (entry, rejects, issues)
                 bar.update(n_read)
     return done
 
 
 def _run_stream(
-    source: Source, out: Path, rows: int, specs: dict[str, ArraySpec], on_error: OnError, bar: tqdm
-) -> dict[int, tuple[dict[str, Any] | None, list[dict[str, str]]]]:
+    source: Source, out: Path, rows: int, schema: Schema, on_error: OnError, bar: tqdm
+) -> dict[int, Done]:
     """Streamed sources: read in order, one shard at a time; finished shards are skipped."""
     done = {}
     k = 0
-    while (finished := finished_shard(out, k)) is not None:
+    while (finished := finished_shard(out, k, shard_fingerprint(source, 0, 0, schema), on_error)) is not None:
         done[k] = finished
         k += 1
     stream = source.results(start=k * rows)
     while True:
         chunk = [item for _, item in zip(range(rows), stream, strict=False)]
         if not chunk:
+            remove_shards_from(out, k)
             return done
-        entry, rejects, n_read = write_one_shard(source, out, k, 0, 0, specs, on_error, results=chunk)
-        done[k] = (entry, rejects)
+        entry, rejects, issues, n_read = write_one_shard(source, out, k, 0, 0, schema, on_error, results=chunk)
+        done[k] = (entry, rejects, issues)
         bar.update(n_read)
         k += 1
 
 
+@writes_to("out")
 def prepare(
     source_cfg: SourceConfig,
     out: str | Path,
@@ -294,17 +287,18 @@ def prepare(
     state = {"hash": config_hash(source.config)[:12] + f"-{rows_per_shard}", "source": to_dict(source.config)}
     _check_folder(out, state, overwrite)
     atomic_write_text(out / STATE, json.dumps(state, indent=2))
-    first = _probe(source, on_error)
-    specs, labels = array_specs(first), label_types(first)
+    sample = sample_records(source, on_error)
+    specs, labels = infer_specs(source, sample), infer_label_types(source, sample)
     total = len(source) if source.random_access else None
     with _progress(total, progress) as bar:
         if source.random_access:
-            done = _run_random_access(source, out, rows_per_shard, specs, workers, on_error, bar)
+            done = _run_random_access(source, out, rows_per_shard, (specs, labels), workers, on_error, bar)
         else:
-            done = _run_stream(source, out, rows_per_shard, specs, on_error, bar)
+            done = _run_stream(source, out, rows_per_shard, (specs, labels), on_error, bar)
     entries = [done[k][0] for k in sorted(done) if done[k][0] is not None]
     rejects = [row for k in sorted(done) for row in done[k][1]]
-    _write_rejects(out, rejects)
+    _write_csv(out / REJECTS, rejects, ["id", "file", "reason"])
+    _report_label_issues(out, [row for k in sorted(done) for row in done[k][2]])
     if not entries:
         raise DataError(f"{source_cfg.path}: every object was rejected; see {out / REJECTS}")
     description = {**source.describe(), "config": state["source"], "rows_per_shard": rows_per_shard}
@@ -315,12 +309,24 @@ def prepare(
     return manifest
 
 
-def _write_rejects(out: Path, rejects: list[dict[str, str]]) -> None:
+def _write_csv(path: Path, rows: list[dict[str, str]], fields: list[str]) -> None:
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=["id", "file", "reason"])
+    writer = csv.DictWriter(buffer, fieldnames=fields)
     writer.writeheader()
-    writer.writerows(rejects)
-    atomic_write_text(out / REJECTS, buffer.getvalue())
+    writer.writerows(rows)
+    atomic_write_text(path, buffer.getvalue())
+
+
+def _report_label_issues(out: Path, issues: list[dict[str, str]]) -> None:
+    """Label cells stored as missing: listed in label_issues.csv (removed when there are none)."""
+    path = out / LABEL_ISSUES
+    if not issues:
+        path.unlink(missing_ok=True)
+        return
+    _write_csv(path, issues, ["id", "label", "value", "reason"])
+    examples = ", ".join(f"{r['id']}.{r['label']}={r['value']!r}" for r in issues[:3])
+    log.warning("%d label cells did not fit their type and are stored as missing (%s...; all in %s)",
+                len(issues), examples, path)
 
 
 # ----------------------------------------------------------------------------- info

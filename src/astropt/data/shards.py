@@ -28,7 +28,8 @@ from __future__ import annotations
 import json
 import logging
 import os
-from dataclasses import asdict, dataclass, field
+import uuid
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,7 @@ import numpy as np
 import pyarrow as pa
 
 from astropt.atomic import atomic_path, atomic_write_text
+from astropt.fingerprint import digest, file_stamp
 
 log = logging.getLogger(__name__)
 
@@ -93,10 +95,26 @@ class Manifest:
             data = json.loads(path.read_text())
         except json.JSONDecodeError as exc:
             raise DataError(f"{path}: corrupt manifest ({exc})") from exc
-        if data.get("format") != FORMAT:
-            raise DataError(f"{path}: not an AstroPT shard manifest")
-        data["arrays"] = {k: ArraySpec(**v) for k, v in data["arrays"].items()}
-        return cls(**data)
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            raise DataError(f"{path}: not an AstroPT shard manifest (no {FORMAT!r} format record)")
+        missing = [k for k in ("n_objects", "arrays", "labels", "shards") if k not in data]
+        if missing:
+            raise DataError(f"{path}: the manifest is missing the keys {missing}; prepare the folder again")
+        unknown = sorted(set(data) - {f.name for f in fields(cls)})
+        if unknown:
+            raise DataError(f"{path}: unknown manifest keys {unknown}")
+        try:
+            data["arrays"] = {k: ArraySpec(**v) for k, v in data["arrays"].items()}
+            manifest = cls(**data)
+        except (AttributeError, TypeError) as exc:
+            raise DataError(f"{path}: malformed manifest ({exc}); prepare the folder again") from None
+        counted = sum(int(e.get("rows", 0)) for e in manifest.shards if isinstance(e, dict))
+        if counted != manifest.n_objects or not all(isinstance(e, dict) and "file" in e for e in manifest.shards):
+            raise DataError(
+                f"{path}: n_objects={manifest.n_objects} but its shard entries hold {counted} rows; "
+                "the manifest is damaged, prepare the folder again"
+            )
+        return manifest
 
 
 def shard_path(directory: str | os.PathLike, index: int) -> Path:
@@ -163,13 +181,15 @@ def write_shard(
     """Write one shard atomically; returns its manifest entry (file, rows, stats)."""
     table = records_to_table(records, arrays)
     stats = {n: band_sums(table, n, s) for n, s in arrays.items() if len(s.shape) == 3}
-    meta = {b"astropt": json.dumps({"arrays": {k: asdict(v) for k, v in arrays.items()}, "stats": stats}).encode()}
+    uid = uuid.uuid4().hex  # names this shard in the manifest: a shard copied in from elsewhere is found
+    meta = {b"astropt": json.dumps({"arrays": {k: asdict(v) for k, v in arrays.items()}, "stats": stats,
+                                    "uid": uid}).encode()}
     table = table.replace_schema_metadata(meta)
     path = shard_path(directory, index)
     with atomic_path(path) as tmp:
         with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
             writer.write_table(table, max_chunksize=batch_rows)
-    return {"file": str(path.relative_to(directory)), "rows": table.num_rows, "stats": stats}
+    return {"file": str(path.relative_to(directory)), "rows": table.num_rows, "stats": stats, "uid": uid}
 
 
 def shard_entry(directory: str | os.PathLike, index: int) -> dict[str, Any] | None:
@@ -185,7 +205,8 @@ def shard_entry(directory: str | os.PathLike, index: int) -> dict[str, Any] | No
     except (pa.ArrowInvalid, OSError, KeyError, json.JSONDecodeError) as exc:
         log.warning("shard %s is unreadable (%s); it will be rewritten", path, exc)
         return None
-    return {"file": str(path.relative_to(directory)), "rows": rows, "stats": meta.get("stats", {})}
+    return {"file": str(path.relative_to(directory)), "rows": rows, "stats": meta.get("stats", {}),
+            "uid": meta.get("uid", "")}
 
 
 def finalize(
@@ -210,7 +231,8 @@ def finalize(
         n_objects=int(sum(e["rows"] for e in entries)),
         arrays=arrays,
         labels=labels,
-        shards=[{"file": e["file"], "rows": e["rows"]} for e in entries],
+        shards=[{"file": e["file"], "rows": e["rows"], **({"uid": e["uid"]} if e.get("uid") else {})}
+                for e in entries],
         band_stats=band_stats,
         source=source or {},
         config_hash=config_hash,
@@ -218,6 +240,26 @@ def finalize(
     )
     atomic_write_text(Path(directory) / MANIFEST, manifest.to_json())
     return manifest
+
+
+def check_shard(path: Path, table: pa.Table, entry: dict[str, Any]) -> None:
+    """Refuse a shard that is not the one the manifest lists (other rows, another folder's)."""
+    if table.num_rows != entry["rows"]:
+        raise DataError(
+            f"{path}: has {table.num_rows} rows but the manifest lists {entry['rows']}; it is not the shard "
+            "this folder was prepared with (copied from another folder?); prepare the folder again"
+        )
+    uid = entry.get("uid")
+    if uid:
+        try:
+            found = json.loads((table.schema.metadata or {}).get(b"astropt", b"{}")).get("uid")
+        except json.JSONDecodeError:
+            found = None
+        if found != uid:
+            raise DataError(
+                f"{path}: is not the shard this folder's manifest was written with (shard id {found} != {uid}); "
+                "it comes from another folder or run; prepare the folder again"
+            )
 
 
 def fixed_column(table: pa.Table | pa.RecordBatch, name: str, spec: ArraySpec) -> np.ndarray:
@@ -244,15 +286,22 @@ class ShardSet:
             path = self.directory / entry["file"]
             try:
                 source = pa.memory_map(str(path))
-                self._tables.append(pa.ipc.open_file(source).read_all())
+                table = pa.ipc.open_file(source).read_all()
             except (pa.ArrowInvalid, OSError) as exc:
                 raise DataError(f"{path}: unreadable shard ({exc})") from exc
+            check_shard(path, table, entry)
+            self._tables.append(table)
         sizes = np.array([t.num_rows for t in self._tables], dtype=np.int64)
         self._starts = np.concatenate([[0], np.cumsum(sizes)])
         self._ids: list[str] | None = None
 
     def __len__(self) -> int:
         return int(self._starts[-1])
+
+    def fingerprint(self) -> str:
+        """A digest of what this folder holds now (manifest + shard files), for resumes."""
+        files = [self.directory / e["file"] for e in self.manifest.shards]
+        return digest(self.manifest.to_json(), [file_stamp(p)[1:] for p in files])
 
     @property
     def arrays(self) -> dict[str, ArraySpec]:

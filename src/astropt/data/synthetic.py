@@ -65,6 +65,7 @@ from astropt.data.synthetic_render import (
     photometry,
     psf_profile,
 )
+from astropt.locks import writes_to
 
 log = logging.getLogger(__name__)
 
@@ -302,6 +303,7 @@ def _run_shards(out: Path, cfg: SurveyConfig, todo: list[int], workers: int,
     return entries
 
 
+@writes_to("out")
 def synthesize(
     out: str | os.PathLike,
     n: int,

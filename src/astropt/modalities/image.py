@@ -107,7 +107,7 @@ class ImageModality:
         self.n_channels = config.n_channels
 
     # ------------------------------------------------------------------ checks
-    def _check(self, images: torch.Tensor, what: str) -> None:
+    def _check(self, images: torch.Tensor, what: str, ids: list[str] | None = None) -> None:
         if images.ndim != 4:
             raise TokenizationError(
                 f"{what}: expected an image of shape (C, H, W) or a batch (B, C, H, W), "
@@ -125,11 +125,14 @@ class ImageModality:
                 f"{what}: image size {h}x{w} is not a multiple of the patch size {p}"
             )
         if not torch.isfinite(images).all():
-            raise TokenizationError(f"{what}: image contains NaN or Inf values")
+            bad = (~torch.isfinite(images)).flatten(1).any(1).nonzero().flatten().tolist()
+            if ids is not None:  # name the objects, not the batch they came in
+                raise TokenizationError(f"the images of objects {[ids[i] for i in bad][:16]} contain NaN or Inf values")
+            raise TokenizationError(f"{what}: image {bad[:16] if images.shape[0] > 1 else ''} contains NaN or Inf values")
 
     # ------------------------------------------------------------------ forward
-    def tokenize(self, images: torch.Tensor | np.ndarray, what: str = "image") -> Tokens:
-        """Tokenise ``(C, H, W)`` or a batch ``(B, C, H, W)``.
+    def tokenize(self, images: torch.Tensor | np.ndarray, what: str = "image", ids: list[str] | None = None) -> Tokens:
+        """Tokenise ``(C, H, W)`` or a batch ``(B, C, H, W)`` (of objects ``ids``, named in errors).
 
         Returns tokens of shape ``(N, D)`` (or ``(B, N, D)``) with integer positions
         ``0..N-1`` and the per-patch statistics in ``stats``.
@@ -140,7 +143,7 @@ class ImageModality:
             x = x.unsqueeze(0)
         if not x.is_floating_point():
             x = x.float()
-        self._check(x, what)
+        self._check(x, what, ids)
         cfg = self.config
         if cfg.transpose_hw:
             x = x.transpose(-1, -2)
@@ -175,7 +178,7 @@ class ImageModality:
         except ValueError as exc:
             raise TokenizationError(f"images of objects {[r.get('id') for r in records][:3]}...: {exc}") from exc
         ids = [str(r.get("id")) for r in records]
-        return self.tokenize(torch.from_numpy(stack), what=f"images of {ids[:3]}{'...' if len(ids) > 3 else ''}")
+        return self.tokenize(torch.from_numpy(stack), what=f"images of {ids[:3]}{'...' if len(ids) > 3 else ''}", ids=ids)
 
     @staticmethod
     def _flux_features(patches: torch.Tensor, channels: int, scale: float = 0.0) -> torch.Tensor:

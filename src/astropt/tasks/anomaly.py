@@ -100,6 +100,10 @@ def anomalies(
     """
     if by not in ("knn", "loss", "both"):
         raise ValueError(f"unknown ranking {by!r}; choose knn, loss or both")
+    if top < 1:
+        raise ValueError(f"top (--top) must be at least 1, got {top}")
+    if k < 1:
+        raise ValueError(f"k (-k, neighbours of the kNN score) must be at least 1, got {k}")
     emb = load_embeddings(embeddings)
     data = data or emb.meta.get("data")
     scores: dict[str, np.ndarray] = {}

@@ -14,6 +14,7 @@ one part in memory at a time) and removes the parts folder.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -32,6 +33,7 @@ from tqdm.auto import tqdm
 from astropt.atomic import atomic_path, atomic_write_text
 from astropt.config import config_hash
 from astropt.data.shards import DataError, ShardSet
+from astropt.locks import output_lock
 from astropt.model import AstroPT
 from astropt.tasks.common import (
     autocast,
@@ -59,10 +61,16 @@ class Embeddings:
     meta: dict[str, Any] = field(default_factory=dict)
 
     def matrix(self, column: str = "embedding") -> np.ndarray:
-        """The ``(n, d)`` float32 matrix of one vector column."""
+        """The ``(n, d)`` float32 matrix of one vector column (checked to be finite)."""
         if column not in self.vectors:
             raise DataError(f"embeddings have no column {column!r}; they have {sorted(self.vectors)}")
+        if column not in self._checked:
+            check_finite_rows(self.vectors[column], self.ids, f"embeddings column {column!r}")
+            self._checked.add(column)
         return self.vectors[column]
+
+    def __post_init__(self) -> None:
+        self._checked: set[str] = set()
 
     @property
     def layer_columns(self) -> list[str]:
@@ -87,6 +95,17 @@ class Embeddings:
                 f"{self.ids[:3]}); list the ids with pyarrow.parquet.read_table(FILE, "
                 "columns=['id']) or `astropt data info`"
             ) from None
+
+
+def check_finite_rows(matrix: np.ndarray, ids: list[str], what: str) -> None:
+    """Raise a DataError naming the objects whose row of ``matrix`` holds a NaN or Inf."""
+    bad = np.flatnonzero(~np.isfinite(matrix).all(axis=1))
+    if bad.size:
+        named = [ids[i] for i in bad[:10]]
+        raise DataError(
+            f"{what}: non-finite (NaN/Inf) embeddings for {bad.size} of {len(ids)} objects, e.g. {named}; "
+            "check the model's weights and these objects' data (embed again once fixed)"
+        )
 
 
 def embed(
@@ -137,15 +156,29 @@ def embed(
         "model": config_hash(model.config),
         "weights": _weights_signature(model),
         "data": str(getattr(data, "directory", "")),
+        "data_fingerprint": data.fingerprint(),
         "n_objects": int(len(indices)),
         "indices_hash": _array_hash(indices),
         "part_size": int(part_size),
         "layer": "all" if all_layers else (model.config.default_embed_layer if layer is None else layer),
         "pool": pool,
         "modalities": [m.name for m in configs],
+        "dtype": str(resolve_dtype(dtype, device)),
     }
-    parts_dir = _prepare_parts_dir(out, meta)
     rank, world = _rank_world()
+    # One writer per output: rank 0 holds the lock (ranks write disjoint parts under it).
+    with output_lock(out) if rank == 0 else contextlib.nullcontext():
+        _embed_parts(model, data, configs, indices, out, meta, layer, all_layers, batch_size, dtype, device,
+                     progress, rank, world)
+    return out
+
+
+def _embed_parts(model: AstroPT, data: ShardSet, configs: list, indices: np.ndarray, out: Path,
+                 meta: dict[str, Any], layer: int | None, all_layers: bool, batch_size: int, dtype: str,
+                 device: str, progress: bool, rank: int, world: int) -> None:
+    """Compute this rank's missing parts, then (rank 0) merge every part into ``out``."""
+    pool, part_size = meta["pool"], meta["part_size"]
+    parts_dir = _prepare_parts_dir(out, meta)
     n_parts = (len(indices) + part_size - 1) // part_size
     mine = [k for k in range(n_parts) if k % world == rank]
     todo = [k for k in mine if not _part_complete(parts_dir, k, indices, part_size)]
@@ -167,7 +200,11 @@ def embed(
         _merge(parts_dir, out, n_parts, meta)
     if world > 1:
         dist.barrier()
-    return out
+
+
+def meta_name(model: AstroPT) -> str:
+    """A short name of a model for messages."""
+    return f"{type(model).__name__}({config_hash(model.config)[:8]})"
 
 
 def _part_written(k: int) -> None:
@@ -244,6 +281,7 @@ def _embed_part(
     for _, rows in iter_batches(data, part, batch_size):
         batch, _ = tokenize_rows(rows, configs, device)
         for name, vec in embed_batch(model, batch, layer, all_layers, pool, device, amp).items():
+            check_finite_rows(vec, rows["id"], f"model {meta_name(model)} on {getattr(data, 'directory', 'data')}")
             columns.setdefault(name, []).append(vec)
         ids.extend(rows["id"])
         for name in labels:

@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from astropt.atomic import atomic_path, atomic_write_text
 from astropt.data.shards import DataError, ShardSet
+from astropt.locks import writes_to
 from astropt.model import AstroPT, save_pretrained
 from astropt.model.astropt import pooled_width
 from astropt.model.heads import LORA_TARGETS, FinetuneModel, TaskHead
@@ -151,6 +152,7 @@ def _metrics(targets: Targets, pred: np.ndarray, idx: np.ndarray) -> dict[str, d
     return {n: regression_metrics(y[:, k], p[:, k], is_redshift(n)) for k, n in enumerate(targets.names)}
 
 
+@writes_to("out")
 def finetune(
     model: AstroPT | str | os.PathLike,
     data: ShardSet | str | os.PathLike,

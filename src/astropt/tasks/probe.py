@@ -28,6 +28,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from astropt.atomic import atomic_write_text
+from astropt.data.schema import value_type
 from astropt.data.shards import DataError
 from astropt.tasks.calibration import calibration_metrics, fit_calibrated
 from astropt.tasks.common import is_redshift, label_vector
@@ -73,6 +74,18 @@ def is_categorical(values: np.ndarray, max_classes: int = 20) -> bool:
     return values.dtype.kind in "iu" and len(np.unique(values)) <= max_classes
 
 
+def _refuse_numbers_as_text(y: np.ndarray, name: str) -> None:
+    """A text label whose values are mostly numbers is a numeric label with bad cells (from a
+    folder prepared before label types were inferred by majority), not a set of classes."""
+    kinds = [value_type(v) for v in y.tolist() if v not in (None, "")]
+    numbers = sum(k in ("int64", "float64") for k in kinds)
+    if numbers * 2 > len(kinds) and len(set(y.tolist())) > 20:
+        raise DataError(
+            f"label {name!r} is stored as text but {numbers} of its {len(kinds)} values are numbers: a numeric "
+            "label with bad cells; prepare the data again (bad cells become missing values) to probe it"
+        )
+
+
 # ----------------------------------------------------------------------------- probes
 
 
@@ -106,6 +119,8 @@ def probe_target(
     per-fold spread of the main score is reported as ``*_fold_std``.
     """
     classify = is_categorical(y)
+    if classify and y.dtype.kind in "OUS":
+        _refuse_numbers_as_text(y, name)
     keep = np.ones(len(y), bool) if classify else np.isfinite(y.astype(np.float64))
     x, y = x[keep], y[keep]
     if classify:

@@ -150,6 +150,8 @@ def search(
     Returns:
         ``[{"rank", "id", "score"}]``; score is cosine similarity or squared L2 distance.
     """
+    if k < 1:
+        raise ValueError(f"k (-k, the number of neighbours) must be at least 1, got {k}")
     emb = load_embeddings(embeddings)
     column = column or emb.default_column
     stats = standardizer(emb.matrix(column)) if standardize else None

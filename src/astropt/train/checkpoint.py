@@ -92,12 +92,16 @@ def save_checkpoint(run_dir: str | Path, step: int, state: dict[str, Any], keep_
     """Write ``state`` as the checkpoint of ``step`` atomically, then prune to ``keep_last``.
 
     ``keep_last=0`` keeps every checkpoint (what the ``log``/``even`` schedules are for).
+    Only checkpoints up to ``step`` count: files of later steps are left over from a run
+    that was resumed before them because they were unreadable, and must never push a new,
+    good checkpoint out.
     """
     path = checkpoint_path(run_dir, step)
     with atomic_path(path) as tmp:
         torch.save({"format": FORMAT, "step": step, **state}, tmp)
     if keep_last > 0:
-        for _, old in list_checkpoints(run_dir)[:-keep_last]:
+        valid = [p for s, p in list_checkpoints(run_dir) if s <= step]
+        for old in valid[:-keep_last]:
             old.unlink(missing_ok=True)
     log.info("checkpoint %s", path)
     return path
@@ -109,10 +113,22 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch raises many kinds for damaged files
-        raise ValueError(f"{path}: unreadable checkpoint ({type(exc).__name__}: {exc})") from exc
+        raise ValueError(f"{path}: unreadable checkpoint ({_reason(exc)})") from exc
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise ValueError(f"{path}: not an AstroPT training checkpoint")
     return state
+
+
+class CheckpointError(ValueError):
+    """A run's checkpoints cannot be resumed from; the message names them."""
+
+
+def _reason(exc: BaseException) -> str:
+    """Why torch could not read a file, without torch's advice to unpickle code."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    if "weights_only" in str(exc):
+        return "damaged, or not a plain-tensor checkpoint (pickled code is never run)"
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def load_latest(run_dir: str | Path, step: int | None = None) -> dict[str, Any] | None:
@@ -120,6 +136,10 @@ def load_latest(run_dir: str | Path, step: int | None = None) -> dict[str, Any] 
 
     A damaged newest file (a disk failure, a copy cut short) is skipped with a warning and
     the one before it is used.
+
+    Raises:
+        CheckpointError: the run has checkpoint files but none of them is readable (a
+            resume must not silently start again from step 0).
     """
     found = list_checkpoints(run_dir)
     if step is not None:
@@ -133,6 +153,12 @@ def load_latest(run_dir: str | Path, step: int | None = None) -> dict[str, Any] 
             if step is not None:
                 raise
             log.warning("%s; trying the previous checkpoint", exc)
+    if found:
+        names = ", ".join(p.name for _, p in found[-3:])
+        raise CheckpointError(
+            f"{run_dir}: all {len(found)} checkpoints are unreadable ({names}); nothing to resume "
+            "from. Restore them from a backup, or pass --overwrite to start the run again from step 0"
+        )
     return None
 
 

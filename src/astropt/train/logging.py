@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from astropt.atomic import atomic_write_text
+from astropt.atomic import atomic_write_text, disk_full, is_disk_full
 from astropt.config import ModelConfig, RunConfig, to_dict
 
 log = logging.getLogger(__name__)
@@ -97,8 +97,13 @@ class MetricsLogger:
     def log(self, record: dict[str, Any]) -> None:
         if not self.enabled:
             return
-        with open(self.path, "a") as fh:
-            fh.write(json.dumps(record) + "\n")
+        try:
+            with open(self.path, "a") as fh:
+                fh.write(json.dumps(record) + "\n")
+        except OSError as exc:
+            if is_disk_full(exc):
+                raise disk_full(self.path, "the lines already written and the last checkpoint are kept") from exc
+            raise
         step = record["step"]
         for key, value in record.items():
             if key != "step" and isinstance(value, (int, float)):

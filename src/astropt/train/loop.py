@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from astropt.config import ConfigError, RunConfig, save_config, to_dict
 from astropt.data.loader import Collator, ResumableLoader, ShardDataset
 from astropt.data.shards import MANIFEST, DataError
+from astropt.locks import output_lock
 from astropt.model.astropt import AstroPT
 from astropt.train import checkpoint as ckpt
 from astropt.train import distributed as dist_utils
@@ -118,7 +119,8 @@ def ensure_data(cfg: RunConfig, info: dist_utils.DistInfo) -> Path:
             size = image.image_size if image else 64
             bands = "".join(image.bands) if image and image.bands else "griz"[: image.n_channels if image else 4]
             log.info("synthesising %d objects into %s", cfg.data.synth_n, path)
-            synthesize(path, cfg.data.synth_n, seed=cfg.data.synth_seed, image_size=size, bands=bands)
+            with output_lock(path):
+                synthesize(path, cfg.data.synth_n, seed=cfg.data.synth_seed, image_size=size, bands=bands)
         dist_utils.barrier()
     return path
 
@@ -244,16 +246,11 @@ def train_step(c: Components, batches: Iterator, step: int) -> float:
             loss = compute_loss(c, _to_device(batch, c.info.device), [t.seed, step, micro, c.info.rank])
             c.scaler.scale(loss / t.grad_accum).backward()
         total += loss.detach()
-        seen.append((ids, loss.detach()))
+        seen.append((ids, loss.detach(), batch))
     mean = dist_utils.mean_across_ranks(total / t.grad_accum).item()
     if not torch.isfinite(torch.tensor(mean)):
-        bad = [ids for ids, value in seen if not torch.isfinite(value)]
-        bad_everywhere = [i for rank_ids in dist_utils.gather_objects(bad) for ids in rank_ids for i in ids]
         c.optimizer.zero_grad(set_to_none=True)
-        raise TrainingError(
-            f"non-finite loss {mean} at step {step + 1}; offending objects {bad_everywhere[:32]}; "
-            f"the last good checkpoint is kept in {c.run_dir / ckpt.CKPT_DIR}"
-        )
+        raise TrainingError(_nonfinite_message(c, step, mean, seen))
     if t.grad_clip > 0:
         c.scaler.unscale_(c.optimizer)
         torch.nn.utils.clip_grad_norm_(c.parallel.parameters(), t.grad_clip)
@@ -261,6 +258,29 @@ def train_step(c: Components, batches: Iterator, step: int) -> float:
     c.scaler.update()
     c.optimizer.zero_grad(set_to_none=True)
     return mean
+
+
+def nonfinite_objects(batch: dict[str, torch.Tensor], ids: list[str]) -> list[str]:
+    """Ids of the objects of a batch with a NaN/Inf in any of their tokens."""
+    bad = torch.zeros(len(ids), dtype=torch.bool)
+    for value in batch.values():
+        if value.is_floating_point() and value.ndim >= 2 and value.shape[0] == len(ids):
+            bad |= ~torch.isfinite(value).flatten(1).all(1).cpu()
+    return [i for i, b in zip(ids, bad.tolist(), strict=True) if b]
+
+
+def _nonfinite_message(c: Components, step: int, mean: float, seen: list) -> str:
+    """Name the objects behind a non-finite loss (gathered from every rank)."""
+    mine = [(nonfinite_objects(batch, ids), ids if not torch.isfinite(value) else []) for ids, value, batch in seen]
+    gathered = dist_utils.gather_objects(mine)
+    culprits = [i for rank in gathered for bad, _ in rank for i in bad]
+    batches = [i for rank in gathered for _, ids in rank for i in ids]
+    kept = f"the last good checkpoint is kept in {c.run_dir / ckpt.CKPT_DIR}"
+    if culprits:
+        return (f"non-finite loss {mean} at step {step + 1}: the tokens of objects {culprits[:32]} are not finite "
+                f"(their values overflow float32 when normalised); fix or remove them; {kept}")
+    return (f"non-finite loss {mean} at step {step + 1}, although every token of the batch is finite: the "
+            f"training diverged (lower train.lr or raise train.warmup_steps); batch objects {batches[:16]}; {kept}")
 
 
 @torch.no_grad()
@@ -393,6 +413,13 @@ def train(cfg: RunConfig, resume: bool = False, overwrite: bool = False) -> Path
     resume = resume or cfg.train.init_from == "resume"
     info = dist_utils.setup(cfg.train.device)
     run_dir = Path(cfg.train.out_dir)
+    # One writer per run folder (the main rank holds the lock for the run).
+    with output_lock(run_dir) if info.is_main else contextlib.nullcontext():
+        _train(cfg, info, run_dir, resume, overwrite)
+    return run_dir
+
+
+def _train(cfg: RunConfig, info: dist_utils.DistInfo, run_dir: Path, resume: bool, overwrite: bool) -> None:
     try:
         if info.is_main:
             prepare_run_dir(run_dir, resume, overwrite)
@@ -408,4 +435,3 @@ def train(cfg: RunConfig, resume: bool = False, overwrite: bool = False) -> Path
         c.logger.close()
     finally:
         dist_utils.teardown()
-    return run_dir

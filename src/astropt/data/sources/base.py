@@ -17,7 +17,9 @@ from typing import Any, Literal
 
 from astropt.config import ConfigError
 from astropt.data.shards import DataError
+from astropt.fingerprint import digest, tree_stamps
 
+LABEL_TYPES = ("float64", "int64", "string")
 SourceKind = Literal["auto", "fits", "image", "hdf5", "numpy", "hf", "catalog", "cutouts"]
 
 
@@ -53,6 +55,9 @@ class SourceConfig:
     """Column/dataset holding object ids (row numbers are used when it is absent)."""
     label_columns: list[str] | None = None
     """Label columns to keep; ``None``: every scalar column that is not an id or array."""
+    label_types: dict[str, str] = _field(default_factory=dict)
+    """Label name -> ``float64``/``int64``/``string``; labels not named here are typed by
+    the majority of their values (cells that do not fit are stored as missing and reported)."""
     layout: Literal["auto", "chw", "hwc"] = "auto"
     """Axis order of 3-D image arrays: ``auto`` treats a last axis of <= 4 as channels."""
     hwc_to_chw: Literal["transpose", "swapaxes"] = "transpose"
@@ -104,6 +109,9 @@ class SourceConfig:
             raise ConfigError(f"source.channels must be >= 0, got {self.channels}")
         if self.limit < 0:
             raise ConfigError(f"source.limit must be >= 0, got {self.limit}")
+        bad = {k: v for k, v in self.label_types.items() if v not in LABEL_TYPES}
+        if bad:
+            raise ConfigError(f"source.label_types {bad}: each type must be one of {list(LABEL_TYPES)}")
 
 
 class ObjectError(DataError):
@@ -174,6 +182,12 @@ class Source:
     def describe(self) -> dict[str, Any]:
         """What this source is, for the manifest."""
         return {"kind": self.kind_name, "path": self.config.path}
+
+    def fingerprint(self, start: int, stop: int | None) -> str:
+        """A digest of the inputs of objects ``start..stop`` (a resume redoes a range whose
+        fingerprint changed). Here: sizes and times of every file of a local source."""
+        path = Path(self.config.path).expanduser()
+        return digest(tree_stamps(path) if path.exists() else self.config.path, start, stop)
 
     @property
     def kind_name(self) -> str:

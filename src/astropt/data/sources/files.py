@@ -19,6 +19,7 @@ from astropt.data.sources.base import ObjectError, Source, SourceConfig, describ
 from astropt.data.sources.fits import band_files, fits_stem, is_fits, read_fits
 from astropt.data.sources.preprocess import finish_record
 from astropt.data.sources.raster import is_raster, read_raster
+from astropt.fingerprint import digest, file_stamp
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +90,12 @@ class FileListSource(Source):
 
     def describe(self) -> dict[str, Any]:
         return {"kind": self.kind_name, "path": self.config.path, "objects": len(self)}
+
+    def fingerprint(self, start: int, stop: int | None) -> str:
+        """Ids, files (size, modification time) and labels of objects ``start..stop``."""
+        entries = self.entries[start:stop]
+        return digest([(i, {f: [file_stamp(p) for p in paths] for f, paths in files.items()}, labels)
+                       for i, files, labels in entries])
 
     @property
     def kind_name(self) -> str:
