@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from astropt.tasks.ann import INDEX_KINDS
+
 MODEL_HELP = ("pretrained folder, reference ckpt.pt, or hub model org/name[/subfolder][@revision] "
               "(e.g. Smith42/astroPT_v2.0/astropt/095M)")
 
@@ -117,6 +119,8 @@ def _search(sub) -> None:
     p.add_argument("--query", required=True, help="object id, or an image file (with --model)")
     p.add_argument("-k", type=int, default=16)
     p.add_argument("--metric", choices=["cosine", "l2"], default="cosine")
+    p.add_argument("--index", choices=INDEX_KINDS, default="auto",
+                   help="exact (flat) or approximate (hnsw, ivfpq); auto: by the number of objects")
     p.add_argument("--model", default=None, help="model that made the embeddings (image queries)")
     p.add_argument("--data", default=None, help="data folder for thumbnails (default: the embedded one)")
     p.add_argument("--out", default="search.png", help="PNG grid of the query and neighbours")

@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    import faiss
 
 import numpy as np
-
-logging.getLogger("faiss.loader").setLevel(logging.WARNING)
-import faiss  # noqa: E402
 
 IndexKind = Literal["auto", "flat", "hnsw", "ivfpq"]
 INDEX_KINDS: tuple[str, ...] = ("auto", "flat", "hnsw", "ivfpq")
@@ -29,6 +29,14 @@ FLAT_MAX = 200_000
 HNSW_MAX = 5_000_000
 
 log = logging.getLogger(__name__)
+
+
+def _faiss():
+    """faiss, imported when an index is made (the CLI reads INDEX_KINDS without it)."""
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # SIMD probing noise
+    import faiss
+
+    return faiss
 
 
 def choose_kind(n: int, kind: str = "auto") -> str:
@@ -41,12 +49,14 @@ def choose_kind(n: int, kind: str = "auto") -> str:
 
 
 def _metric(metric: str) -> int:
+    faiss = _faiss()
     # cosine: vectors are L2-normalised by the caller, so inner product ranks as cosine.
     return faiss.METRIC_INNER_PRODUCT if metric == "cosine" else faiss.METRIC_L2
 
 
 def new_index(d: int, n: int, kind: str, metric: str) -> faiss.Index:
     """An empty index of ``kind`` for ``n`` vectors of width ``d``."""
+    faiss = _faiss()
     m = _metric(metric)
     if kind == "flat":
         return faiss.IndexFlatIP(d) if m == faiss.METRIC_INNER_PRODUCT else faiss.IndexFlatL2(d)

@@ -21,6 +21,7 @@ from astropt.atomic import atomic_path, atomic_write_text
 from astropt.data.shards import DataError
 from astropt.modalities import build_modality
 from astropt.model import AstroPT
+from astropt.tasks import ann
 from astropt.tasks.common import images_for_ids, load_model, open_data
 from astropt.tasks.embed import Embeddings, embed_batch, load_embeddings
 
@@ -53,16 +54,30 @@ def prepare_vectors(x: np.ndarray, metric: str, stats: tuple[np.ndarray, np.ndar
 
 
 def build_index(
-    vectors: np.ndarray, metric: str = "cosine", stats: tuple[np.ndarray, np.ndarray] | None = None
+    vectors: np.ndarray, metric: str = "cosine", stats: tuple[np.ndarray, np.ndarray] | None = None,
+    kind: str = "flat", chunk: int = 100_000,
 ) -> faiss.Index:
-    """An exact FAISS index over ``vectors`` (standardised with ``stats`` if given) for
-    ``metric`` (``cosine`` or ``l2``)."""
+    """A FAISS index over ``vectors`` (standardised with ``stats`` if given) for ``metric``
+    (``cosine`` or ``l2``): exact (``flat``, the default) or approximate (``hnsw``,
+    ``ivfpq``, or ``auto`` by size: see :mod:`astropt.tasks.ann`), filled chunk by chunk."""
     if metric not in METRICS:
         raise ValueError(f"unknown metric {metric!r}; choose from {METRICS}")
-    x = prepare_vectors(vectors, metric, stats)
-    index = faiss.IndexFlatIP(x.shape[1]) if metric == "cosine" else faiss.IndexFlatL2(x.shape[1])
-    index.add(x)
-    return index
+    kind = ann.choose_kind(len(vectors), kind)
+    n, d = len(vectors), vectors.shape[1]
+    chunks = (prepare_vectors(vectors[i : i + chunk], metric, stats) for i in range(0, n, chunk))
+    sample = None
+    if kind == "ivfpq":
+        pick = np.random.default_rng(0).choice(n, size=min(n, 256 * 256), replace=False)
+        sample = prepare_vectors(vectors[np.sort(pick)], metric, stats)
+    return ann.build(chunks, n, d, kind, metric, train_sample=sample)
+
+
+def index_recall(index: faiss.Index, vectors: np.ndarray, metric: str, stats, k: int = 10,
+                 n_queries: int = 500) -> float:
+    """recall@k of ``index`` against exact search, on a sample of the vectors as queries."""
+    exact = build_index(vectors, metric, stats, kind="flat")
+    pick = np.random.default_rng(1).choice(len(vectors), size=min(n_queries, len(vectors)), replace=False)
+    return ann.recall_at_k(index, exact, prepare_vectors(vectors[np.sort(pick)], metric, stats), k)
 
 
 def cached_index(
@@ -71,17 +86,26 @@ def cached_index(
     column: str,
     metric: str,
     stats: tuple[np.ndarray, np.ndarray] | None = None,
+    kind: str = "auto",
 ) -> faiss.Index:
-    """The saved index of ``path``'s ``column``, rebuilt when the embeddings file changed."""
+    """The saved index of ``path``'s ``column``, rebuilt when the embeddings file changed
+    (``kind``: see :mod:`astropt.tasks.ann`; approximate ones record their recall@10)."""
     path = Path(path)
     index_path = path.with_name(f"{path.name}.{column}.{metric}.faiss")
     stamp_path = index_path.with_name(index_path.name + ".json")
     stat = path.stat()
+    kind = ann.choose_kind(len(emb.ids), kind)
     stamp = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "n": len(emb.ids),
-             "standardized": stats is not None}
-    if index_path.is_file() and stamp_path.is_file() and json.loads(stamp_path.read_text()) == stamp:
-        return faiss.read_index(str(index_path))
-    index = build_index(emb.matrix(column), metric, stats)
+             "standardized": stats is not None, "kind": kind}
+    if index_path.is_file() and stamp_path.is_file():
+        saved = json.loads(stamp_path.read_text())
+        if {k: saved.get(k) for k in stamp} == stamp:
+            return faiss.read_index(str(index_path))
+    index = build_index(emb.matrix(column), metric, stats, kind=kind)
+    if kind != "flat":
+        stamp["recall_at_10"] = index_recall(index, emb.matrix(column), metric, stats)
+        log.info("approximate %s index: recall@10 %.3f against exact search (500 queries)", kind,
+                 stamp["recall_at_10"])
     with atomic_path(index_path) as tmp:
         faiss.write_index(index, str(tmp))
     atomic_write_text(stamp_path, json.dumps(stamp))
@@ -140,12 +164,16 @@ def search(
     model: AstroPT | str | os.PathLike | None = None,
     data: str | os.PathLike | None = None,
     out: str | os.PathLike | None = None,
+    index: str = "auto",
 ) -> list[dict[str, Any]]:
     """The ``k`` nearest objects to ``query`` (an object id, or an image file with ``model``).
 
     Querying by id returns the object itself first. With ``standardize`` (default) each
     embedding dimension is centred and scaled by the statistics of the whole set first. With ``out`` a PNG grid of the query and
     its neighbours is written (images from ``data``, default: the data that was embedded).
+
+    ``index``: ``auto`` (exact up to 200k objects, then approximate), ``flat``, ``hnsw`` or
+    ``ivfpq`` (see :mod:`astropt.tasks.ann`).
 
     Returns:
         ``[{"rank", "id", "score"}]``; score is cosine similarity or squared L2 distance.
@@ -155,7 +183,7 @@ def search(
     emb = load_embeddings(embeddings)
     column = column or emb.default_column
     stats = standardizer(emb.matrix(column)) if standardize else None
-    index = cached_index(embeddings, emb, column, metric, stats)
+    index = cached_index(embeddings, emb, column, metric, stats, kind=index)
     query_image = None
     if Path(query).is_file():
         if model is None:
