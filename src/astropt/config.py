@@ -199,6 +199,15 @@ class ModalityConfig:
 
 # ----------------------------------------------------------------------------- model
 
+DtypeName = Literal["auto", "float32", "bfloat16", "float16"]
+"""Compute dtypes by name; ``auto`` is resolved by :func:`astropt.runtime.resolve_dtype`."""
+DTYPE_NAMES: tuple[str, ...] = get_args(DtypeName)
+
+PoolName = Literal["mean", "mean_max", "mean_max_std", "last", "exp_decay", "none"]
+"""How token embeddings are pooled into one vector per object (``none``: no pooling)."""
+POOLS: tuple[str, ...] = get_args(PoolName)
+"""The pool registry: every name the model, the tasks and the CLI accept."""
+
 
 @dataclass
 class ModelConfig:
@@ -229,7 +238,7 @@ class ModelConfig:
     """Prepend a learned begin token to each modality's segment (multimodal models)."""
     embed_layer: int = -1
     """Block index (0-based) whose output is the default embedding; -1 = n_layer // 2."""
-    embed_pool: Literal["mean", "mean_max", "mean_max_std", "last", "exp_decay", "none"] = "mean"
+    embed_pool: PoolName = "mean"
     """Default pooling of token embeddings (``mean_max``: mean and max concatenated, 2x wide;
     ``mean_max_std``: also the standard deviation over tokens, 3x wide)."""
     lora_r: int = 0
@@ -327,7 +336,7 @@ class TrainConfig:
     eps: float = 1e-8
     grad_clip: float = 1.0
     grad_accum: int = 1
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    dtype: DtypeName = "auto"
     compile: bool = False
     device: str = "auto"
     fsdp: bool = False
