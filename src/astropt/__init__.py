@@ -3,7 +3,6 @@
 import logging
 
 from astropt.config import (
-    ConfigError,
     DataConfig,
     ModalityConfig,
     ModelConfig,
@@ -11,6 +10,7 @@ from astropt.config import (
     TrainConfig,
     load_config,
 )
+from astropt.errors import ConfigError
 from astropt.modalities import Tokens, build_modality
 from astropt.model import AstroPT, load_pretrained, save_pretrained
 

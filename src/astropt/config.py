@@ -24,12 +24,9 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 import yaml
 
 from astropt.atomic import atomic_write_text
+from astropt.errors import ConfigError  # noqa: F401  (re-exported)
 
 T = TypeVar("T")
-
-
-class ConfigError(ValueError):
-    """A configuration value or key is invalid. The message names the key."""
 
 
 # ----------------------------------------------------------------------------- modalities

@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from astropt.atomic import atomic_write_bytes
-from astropt.data.shards import DataError, ShardSet
+from astropt.data.shards import ShardSet
+from astropt.errors import DataError
 from astropt.viz import rgb_composite
 
 

@@ -36,7 +36,8 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, Sampler, get_worker_info
 
 from astropt.config import ModalityConfig, ModelConfig
-from astropt.data.shards import DataError, Manifest, ShardSet, fixed_column
+from astropt.data.shards import Manifest, ShardSet, fixed_column
+from astropt.errors import DataError
 from astropt.modalities.base import Tokens, build_modality
 
 log = logging.getLogger(__name__)

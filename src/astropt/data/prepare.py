@@ -36,13 +36,13 @@ from astropt.data.shards import (
     MANIFEST,
     SHARD_DIR,
     ArraySpec,
-    DataError,
     Manifest,
     finalize,
     shard_entry,
     write_shard,
 )
-from astropt.data.sources import ObjectError, Source, SourceConfig, open_source
+from astropt.data.sources import Source, SourceConfig, open_source
+from astropt.errors import DataError, ObjectError
 
 log = logging.getLogger(__name__)
 

@@ -36,6 +36,7 @@ import numpy as np
 import pyarrow as pa
 
 from astropt.atomic import atomic_path, atomic_write_text
+from astropt.errors import DataError  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +44,6 @@ MANIFEST = "manifest.json"
 SHARD_DIR = "shards"
 FORMAT = "astropt-shards"
 FORMAT_VERSION = 1
-
-
-class DataError(ValueError):
-    """Bad input data: the message names the object id and/or file and the reason."""
 
 
 @dataclass

@@ -42,13 +42,12 @@ from scipy.special import gammainc, gammaincinv
 from tqdm import tqdm
 
 from astropt.atomic import atomic_write_text
-from astropt.config import ConfigError, ModelConfig
+from astropt.config import ModelConfig
 from astropt.data import galsim_templates as gt
 from astropt.data.shards import (
     MANIFEST,
     SHARD_DIR,
     ArraySpec,
-    DataError,
     Manifest,
     finalize,
     shard_entry,
@@ -65,6 +64,7 @@ from astropt.data.synthetic_render import (
     photometry,
     psf_profile,
 )
+from astropt.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 

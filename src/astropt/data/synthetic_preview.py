@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from astropt.atomic import atomic_path
-from astropt.data.shards import DataError, ShardSet
+from astropt.data.shards import ShardSet
+from astropt.errors import DataError
 from astropt.viz import rgb_composite
 
 # Per-band weights that make a flat-spectrum (in f_nu) source look white, as in the

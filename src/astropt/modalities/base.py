@@ -14,10 +14,7 @@ from typing import Protocol
 import torch
 
 from astropt.config import ModalityConfig
-
-
-class TokenizationError(ValueError):
-    """An observation cannot be tokenised (wrong shape, non-finite values, ...)."""
+from astropt.errors import TokenizationError  # noqa: F401  (re-exported)
 
 
 @dataclass

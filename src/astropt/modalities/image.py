@@ -20,7 +20,8 @@ import numpy as np
 import torch
 
 from astropt.config import ModalityConfig
-from astropt.modalities.base import TokenizationError, Tokens, as_batch, register
+from astropt.errors import TokenizationError
+from astropt.modalities.base import Tokens, as_batch, register
 
 NORM_EPS = 1e-8
 

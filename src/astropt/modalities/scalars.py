@@ -17,7 +17,8 @@ import numpy as np
 import torch
 
 from astropt.config import ModalityConfig
-from astropt.modalities.base import TokenizationError, Tokens, register
+from astropt.errors import TokenizationError
+from astropt.modalities.base import Tokens, register
 
 _INDEXED = re.compile(r"^(?P<field>[^\[\]]+)\[(?P<index>-?\d+)\]$")
 

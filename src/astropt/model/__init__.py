@@ -1,7 +1,8 @@
 """The model: transformer blocks, the AstroPT module, pretrained I/O."""
 
+from astropt.errors import PretrainedError
 from astropt.model.astropt import AstroPT, pool_tokens
-from astropt.model.io import PretrainedError, load_pretrained, save_pretrained
+from astropt.model.io import load_pretrained, save_pretrained
 
 
 def _from_pretrained(cls, name_or_path, map_location="cpu", revision=None):

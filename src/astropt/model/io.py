@@ -18,7 +18,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from astropt.atomic import atomic_path, atomic_write_text
-from astropt.config import ConfigError, ModelConfig, from_dict, to_dict
+from astropt.config import ModelConfig, from_dict, to_dict
+from astropt.errors import ConfigError, PretrainedError
 from astropt.model.astropt import AstroPT
 
 log = logging.getLogger(__name__)
@@ -26,10 +27,6 @@ log = logging.getLogger(__name__)
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
 FORMAT_VERSION = 1
-
-
-class PretrainedError(ValueError):
-    """A pretrained folder or file is missing, truncated or inconsistent."""
 
 
 def save_pretrained(model: AstroPT, directory: str | os.PathLike, extra: dict[str, Any] | None = None) -> Path:

@@ -29,8 +29,9 @@ from typing import Any
 import torch
 
 from astropt.config import ModalityConfig, ModelConfig
+from astropt.errors import PretrainedError
 from astropt.model.astropt import AstroPT
-from astropt.model.io import PretrainedError, load_state_strict, save_pretrained
+from astropt.model.io import load_state_strict, save_pretrained
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,8 @@ from scipy.stats import rankdata
 from sklearn.metrics import roc_auc_score
 
 from astropt.atomic import atomic_write_text
-from astropt.data.shards import DataError, ShardSet
+from astropt.data.shards import ShardSet
+from astropt.errors import DataError
 from astropt.model import AstroPT
 from astropt.tasks.common import (
     images_for_ids,

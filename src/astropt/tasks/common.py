@@ -22,7 +22,8 @@ import torch
 
 from astropt.config import ModalityConfig
 from astropt.data.loader import Collator, rows_to_records, to_device
-from astropt.data.shards import MANIFEST, DataError, ShardSet
+from astropt.data.shards import MANIFEST, ShardSet
+from astropt.errors import DataError
 from astropt.model import AstroPT, load_pretrained
 
 log = logging.getLogger(__name__)

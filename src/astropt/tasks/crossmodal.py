@@ -26,7 +26,8 @@ import torch
 from astropt.atomic import atomic_write_text
 from astropt.config import ModalityConfig
 from astropt.data.loader import Collator, batch_of, rows_to_records, split_indices, to_device
-from astropt.data.shards import DataError, ShardSet
+from astropt.data.shards import ShardSet
+from astropt.errors import DataError
 from astropt.modalities import Tokens
 from astropt.model import AstroPT
 from astropt.tasks.common import load_model, open_data

@@ -30,7 +30,8 @@ from tqdm.auto import tqdm
 
 from astropt.atomic import atomic_path, atomic_write_text
 from astropt.config import config_hash
-from astropt.data.shards import DataError, ShardSet
+from astropt.data.shards import ShardSet
+from astropt.errors import DataError
 from astropt.model import AstroPT
 from astropt.model.astropt import main_embedding
 from astropt.runtime import autocast, barrier, rank_world, resolve_device, resolve_dtype

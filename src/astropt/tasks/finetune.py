@@ -25,7 +25,8 @@ from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from astropt.atomic import atomic_path, atomic_write_text
-from astropt.data.shards import DataError, ShardSet
+from astropt.data.shards import ShardSet
+from astropt.errors import DataError
 from astropt.model import AstroPT, save_pretrained
 from astropt.model.heads import LORA_TARGETS, FinetuneModel, TaskHead
 from astropt.runtime import resolve_device

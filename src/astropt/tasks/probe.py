@@ -27,7 +27,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from astropt.atomic import atomic_write_text
-from astropt.data.shards import DataError
+from astropt.errors import DataError
 from astropt.tasks.common import is_redshift, label_vector
 from astropt.tasks.embed import Embeddings, load_embeddings
 

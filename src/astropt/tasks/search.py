@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from astropt.atomic import atomic_path, atomic_write_text
-from astropt.data.shards import DataError
+from astropt.errors import DataError
 from astropt.modalities import build_modality
 from astropt.model import AstroPT
 from astropt.tasks.common import images_for_ids, load_model, open_data

@@ -23,9 +23,10 @@ from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from astropt.config import ConfigError, RunConfig, save_config, to_dict
+from astropt.config import RunConfig, save_config, to_dict
 from astropt.data.loader import Collator, ResumableLoader, ShardDataset, to_device
-from astropt.data.shards import MANIFEST, DataError
+from astropt.data.shards import MANIFEST
+from astropt.errors import ConfigError, DataError, TrainingError
 from astropt.model.astropt import AstroPT
 from astropt.runtime import autocast, resolve_dtype
 from astropt.train import checkpoint as ckpt
@@ -43,10 +44,6 @@ from astropt.train.optim import build_optimizer, lr_at, set_lr
 log = logging.getLogger(__name__)
 
 RUN_ENTRIES = ("config.yaml", "checkpoints", "metrics.jsonl", "final", "figures", "tensorboard")
-
-
-class TrainingError(ValueError):
-    """Training cannot go on (e.g. a non-finite loss); the message names the step and objects."""
 
 
 class LossModule(torch.nn.Module):
