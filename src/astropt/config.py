@@ -374,6 +374,15 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
+    def __post_init__(self) -> None:
+        # Cross-section checks: each section is valid alone, these hold between sections.
+        want = "full" if self.train.objective == "mae" else "causal"
+        if self.model.attn != want:
+            raise ConfigError(
+                f"train.objective={self.train.objective!r} needs model.attn={want!r} "
+                f"(got {self.model.attn!r}); set model.attn={want}"
+            )
+
 
 # ----------------------------------------------------------------------------- (de)serialisation
 
