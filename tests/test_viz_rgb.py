@@ -7,7 +7,7 @@ import importlib
 import numpy as np
 import pytest
 
-USERS = ["astropt.viz", "astropt.train.figures", "astropt.data.figures", "astropt.data.synthetic.preview"]
+USERS = ["astropt.viz", "astropt.train.figures", "astropt.data.figures", "astropt.data.synthetic.gallery"]
 
 
 def one_band_lit(n_bands: int, band: int) -> np.ndarray:

@@ -5,7 +5,7 @@ writer, :func:`astropt.data.prepare.prepare`, turns into a prepared folder
 (:func:`synthesize`). Modules: ``templates`` (SEDs and filters shipped with GalSim),
 ``params`` (the drawn physical parameters), ``render`` and ``rare`` (GalSim rendering of
 normal and rare objects), ``survey`` (one object, the survey settings and ``synthesize``),
-``source`` and ``preview`` (a PNG grid of examples).
+``source`` and ``gallery`` (the PNG grid of examples of :func:`preview`).
 """
 
 from astropt.data.synthetic.survey import (

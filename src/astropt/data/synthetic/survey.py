@@ -279,6 +279,6 @@ def synthesize(
 
 def preview(dataset_dir: str | os.PathLike, out_png: str | os.PathLike, n: int = 16) -> Path:
     """Write a PNG grid of ``n`` example galaxies (asinh RGB composites with labels)."""
-    from astropt.data.synthetic.preview import preview as _preview
+    from astropt.data.synthetic.gallery import preview as _preview
 
     return _preview(dataset_dir, out_png, n)
