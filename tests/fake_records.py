@@ -23,7 +23,7 @@ def _fields(m: ModalityConfig, rng: np.random.Generator) -> dict:
     if m.kind == "timeseries":
         n = 12
         return {f"{m.field}_time": np.sort(rng.random(n) * 100).astype(np.float32),
-                f"{m.field}_band": rng.integers(0, 2, n).astype(np.float32),
+                f"{m.field}_band": rng.integers(0, len(m.bands), n),
                 f"{m.field}_flux": rng.normal(1, 0.1, n).astype(np.float32),
                 f"{m.field}_err": np.full(n, 0.1, np.float32)}
     return {}

@@ -17,6 +17,7 @@ import json
 import os
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin
@@ -34,6 +35,18 @@ T = TypeVar("T")
 ModalityKind = Literal["image", "spectrum", "timeseries", "scalars", "tokens"]
 """``tokens``: token vectors given as they are (no tokeniser in this package), e.g. a
 non-image modality imported from a reference checkpoint; ``max_tokens`` bounds its length."""
+
+TOKEN_SIZES: dict[str, Callable[[ModalityConfig], tuple[int, int]]] = {}
+"""Per modality kind: ``(input_size, pos_input_size)`` of its tokens. Filled by the
+tokeniser classes of :mod:`astropt.modalities` (``register``), which own those sizes; the
+config derives its sizes from them and checks the sizes a file gives."""
+
+
+def token_sizes(config: ModalityConfig) -> tuple[int, int]:
+    """``(input_size, pos_input_size)`` that the tokeniser of ``config.kind`` produces."""
+    if config.kind not in TOKEN_SIZES:  # importing the package `astropt` registers them all
+        raise ConfigError(f"modality {config.name!r}: no tokeniser of kind {config.kind!r} is registered")
+    return TOKEN_SIZES[config.kind](config)
 
 
 @dataclass
@@ -117,9 +130,7 @@ class ModalityConfig:
                 )
             if self.flux_scale < 0:
                 raise ConfigError(f"modality {self.name!r}: flux_scale must be >= 0, got {self.flux_scale}")
-            expected = self.patch_size**2 * self.n_channels + (
-                2 * self.n_channels if self.flux_features else 0
-            )
+            expected, _ = token_sizes(self)
             if self.input_size == 0:
                 self.input_size = expected
             elif self.input_size != expected:
@@ -152,9 +163,10 @@ class ModalityConfig:
         self.max_tokens = self.max_tokens or n
         if self.max_tokens != n:
             raise ConfigError(f"modality {self.name!r}: max_tokens must equal the {n} scalar_names")
-        self.input_size = self.input_size or 1
-        if self.input_size != 1:
-            raise ConfigError(f"modality {self.name!r}: scalar tokens have input_size 1")
+        expected, _ = token_sizes(self)
+        self.input_size = self.input_size or expected
+        if self.input_size != expected:
+            raise ConfigError(f"modality {self.name!r}: scalar tokens have input_size {expected}")
 
     def _check_sequence(self) -> None:
         """Spectra and light curves: derived token and coordinate sizes, continuous positions."""
@@ -169,12 +181,9 @@ class ModalityConfig:
                     f"modality {self.name!r}: wavelength_range must be [min, max] with "
                     f"0 < min < max, got {self.wavelength_range}"
                 )
-            sizes = {"input_size": self.patch_size, "pos_input_size": 2}
-        else:
-            if not self.bands:
-                raise ConfigError(f"modality {self.name!r}: timeseries needs the band names in bands")
-            # (flux, error, one-hot band); 8 periods x sin/cos x (time, step to next point)
-            sizes = {"input_size": 2 + len(self.bands), "pos_input_size": 32}
+        elif not self.bands:
+            raise ConfigError(f"modality {self.name!r}: timeseries needs the band names in bands")
+        sizes = dict(zip(("input_size", "pos_input_size"), token_sizes(self), strict=True))
         self.position = "continuous"
         for key, expected in sizes.items():
             value = getattr(self, key)

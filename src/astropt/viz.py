@@ -16,11 +16,11 @@ from matplotlib.figure import Figure
 from astropt.atomic import atomic_path
 
 
-def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 110) -> Path:
-    """Write ``fig`` as PNG through a temporary file + rename."""
+def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 110, tight: bool = True) -> Path:
+    """Write ``fig`` as PNG through a temporary file + rename (``tight``: crop to the content)."""
     path = Path(path)
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
+        fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight" if tight else None)
     return path
 
 

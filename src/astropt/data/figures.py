@@ -7,17 +7,15 @@ two-band images are shown in grey (first band).
 
 from __future__ import annotations
 
-import io
 import math
 import os
 from pathlib import Path
 
 import numpy as np
 
-from astropt.atomic import atomic_write_bytes
 from astropt.data.shards import ShardSet
 from astropt.errors import DataError
-from astropt.viz import rgb_composite
+from astropt.viz import rgb_composite, save_figure
 
 
 def show(
@@ -66,12 +64,9 @@ def show(
         title = f"{obj_id}\n{label}={_format(batch[label][k])}" if label else obj_id
         ax.set_title(title, fontsize=8)
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
+    save_figure(fig, out, dpi=100, tight=False)
     plt.close(fig)
-    out = Path(out)
-    atomic_write_bytes(out, buffer.getvalue())
-    return out
+    return Path(out)
 
 
 def _format(value: object) -> str:

@@ -107,6 +107,13 @@ class ImageModality:
         self.patch_size = config.patch_size
         self.n_channels = config.n_channels
 
+    @staticmethod
+    def token_sizes(config: ModalityConfig) -> tuple[int, int]:
+        """A patch's pixels ``(p, p, C)`` flattened, + per-band asinh mean and log std with
+        ``flux_features``; positions are indices into a learned table."""
+        flux = 2 * config.n_channels if config.flux_features else 0
+        return config.patch_size**2 * config.n_channels + flux, 1
+
     # ------------------------------------------------------------------ checks
     def _check(self, images: torch.Tensor, what: str) -> None:
         if images.ndim != 4:

@@ -57,6 +57,11 @@ class ScalarsModality:
         self.mean = torch.tensor(config.scalar_mean or [0.0] * n, dtype=torch.float64)
         self.std = torch.tensor(config.scalar_std or [1.0] * n, dtype=torch.float64)
 
+    @staticmethod
+    def token_sizes(config: ModalityConfig) -> tuple[int, int]:
+        """One number per token; positions index a learned per-name table."""
+        return 1, 1
+
     def tokenize(self, values, what: str = "scalars") -> Tokens:
         """Tokenise a ``(n_names,)`` vector (NaN = missing) -> ``(n_names, 1)`` tokens."""
         x = torch.as_tensor(np.asarray(values, dtype=np.float64))

@@ -49,6 +49,11 @@ class SpectrumModality:
         lo, hi = config.wavelength_range
         self._log_lo, self._log_span = math.log(lo), math.log(hi) - math.log(lo)
 
+    @staticmethod
+    def token_sizes(config: ModalityConfig) -> tuple[int, int]:
+        """A window of ``patch_size`` samples; position: its first and last log wavelength."""
+        return config.patch_size, 2
+
     # ------------------------------------------------------------------ checks
     def _clean(
         self, flux, wavelength, ivar, what: str

@@ -56,6 +56,12 @@ class TimeSeriesModality:
         self.config = config
         self.bands = list(config.bands)
 
+    @staticmethod
+    def token_sizes(config: ModalityConfig) -> tuple[int, int]:
+        """(flux, error, one-hot band); position: sin/cos of the time and of the step to the
+        next point at ``N_PERIODS`` periods (see :func:`time_features`)."""
+        return 2 + len(config.bands), 4 * N_PERIODS
+
     # ------------------------------------------------------------------ checks
     def _band_index(self, band: np.ndarray, what: str) -> np.ndarray:
         if band.dtype.kind in "iu":

@@ -13,12 +13,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from astropt.atomic import atomic_path  # noqa: E402
 from astropt.config import ModelConfig  # noqa: E402
 from astropt.data.loader import Collator, batch_of, to_device  # noqa: E402
 from astropt.modalities.base import build_modality  # noqa: E402
 from astropt.model.astropt import AstroPT  # noqa: E402
-from astropt.viz import rgb_composite  # noqa: E402  (the one composite; re-exported)
+from astropt.viz import rgb_composite, save_figure  # noqa: E402  (rgb_composite: re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -89,11 +88,9 @@ def reconstruction_figure(
             if j == 0:
                 axes[i, j].text(2, 2, str(records[i]["id"]), color="yellow", fontsize=7)
     fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=90)
+    save_figure(fig, path, dpi=90, tight=False)
     plt.close(fig)
-    return path
+    return Path(path)
 
 
 def plot_losses(rows: list[dict[str, Any]], path: str | Path, title: str = "") -> Path:
@@ -117,8 +114,6 @@ def plot_losses(rows: list[dict[str, Any]], path: str | Path, title: str = "") -
     ax_lr.set_ylabel("lr")
     ax_lr.set_xlabel("step")
     fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
+    save_figure(fig, path, dpi=100, tight=False)
     plt.close(fig)
-    return path
+    return Path(path)
