@@ -40,9 +40,9 @@ from astropt.atomic import atomic_write_text
 from astropt.config import RunConfig, from_dict, load_config, to_dict
 from astropt.data.loader import split_indices
 from astropt.data.shards import MANIFEST, ArraySpec, ShardSet, finalize, write_shard
-from astropt.modalities import build_modality
 from astropt.model import load_pretrained
-from astropt.tasks.crossmodal import predict_modality, rows_to_records
+from astropt.tasks.common import model_batches
+from astropt.tasks.crossmodal import predict_modality
 from astropt.tasks.probe import probe_arrays, regression_metrics
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -108,14 +108,7 @@ def embed(model, data: ShardSet, idx: np.ndarray, only: list[str] | None = None,
     model.eval()
     mods = [m for m in model.config.modalities if only is None or m.name in only]
     parts: dict[str, list[np.ndarray]] = {}
-    for s in range(0, len(idx), 128):
-        records = rows_to_records(data.get_batch(idx[s : s + 128]), data)
-        batch = {}
-        for m in mods:
-            t = build_modality(m).tokenize_records(records)
-            batch[m.name], batch[f"{m.name}_positions"] = t.values, t.positions
-            if t.mask is not None:
-                batch[f"{m.name}_mask"] = t.mask
+    for _, _, batch in model_batches(data, idx, 128, mods):
         for name, x in model.embed(batch, layer=layer, pool=pool).items():
             parts.setdefault(name, []).append(x.float().numpy())
     return {k: np.concatenate(v) for k, v in parts.items()}

@@ -47,7 +47,7 @@ from astropt.modalities import build_modality
 from astropt.model import AstroPT, load_pretrained
 from astropt.model.astropt import pool_tokens
 from astropt.tasks import baselines
-from astropt.tasks.common import iter_batches, tokenize_rows, used_modalities
+from astropt.tasks.common import iter_batches, model_batches, used_modalities
 from astropt.tasks.demo import DEMO_LABELS
 from astropt.tasks.probe import probe_arrays, regression_metrics
 from astropt.train.logging import flops_per_token
@@ -151,8 +151,7 @@ def pooled_features(model: AstroPT, data: ShardSet, held: np.ndarray, batch_size
     configs = used_modalities(model, data)
     cols: dict[str, list[np.ndarray]] = {}
     model.eval()
-    for _, rows in iter_batches(data, held, batch_size):
-        batch, _ = tokenize_rows(rows, configs)
+    for _, _, batch in model_batches(data, held, batch_size, configs):
         feats = {"default": model.embed(batch)[configs[0].name]}
         layers = model.embed_all_layers(batch, pool="none")
         for k, out in enumerate(layers):

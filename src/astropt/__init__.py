@@ -3,7 +3,6 @@
 import logging
 
 from astropt.config import (
-    ConfigError,
     DataConfig,
     ModalityConfig,
     ModelConfig,
@@ -11,7 +10,7 @@ from astropt.config import (
     TrainConfig,
     load_config,
 )
-from astropt.errors import PretrainedError
+from astropt.errors import ConfigError, PretrainedError
 from astropt.modalities import Tokens, build_modality
 from astropt.model import (
     AstroPT,

@@ -1,8 +1,11 @@
 """Typed configuration: one dataclass per concern, loaded from YAML/TOML, overridable.
 
-A config file is a mapping with the sections ``model``, ``data`` and ``train`` (each
-optional). Values are validated once here, at the edge, and trusted afterwards.
-Unknown keys are an error that names the key, so a typo never silently becomes a default.
+This module is the schema (the dataclasses and their validation) and :func:`load_config`;
+the generic typed loader (files, overrides, conversion) is :mod:`astropt.config_io`, whose
+functions are re-exported here. A config file is a mapping with the sections ``model``,
+``data`` and ``train`` (each optional). Values are validated once here, at the edge, and
+trusted afterwards. Unknown keys are an error that names the key, so a typo never silently
+becomes a default.
 
 Overrides use dotted paths, ``model.n_layer=6`` or ``train.lr=3e-4``; list items are
 addressed by index (``model.modalities.0.patch_size=8``). Values are parsed as YAML
@@ -12,24 +15,22 @@ scalars, so ``true``, ``1e-3`` and ``[1, 2]`` have their natural types.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import os
-import types
-import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Literal, TypeVar, Union, get_args, get_origin
+from typing import Any, Literal, TypeVar, get_args
 
-import yaml
-
-from astropt.atomic import atomic_write_text
+from astropt.config_io import (  # noqa: F401  (the generic loader; re-exported here)
+    apply_overrides,
+    config_hash,
+    from_dict,
+    read_file,
+    save_config,
+    to_dict,
+)
+from astropt.errors import ConfigError  # noqa: F401  (re-exported)
 
 T = TypeVar("T")
-
-
-class ConfigError(ValueError):
-    """A configuration value or key is invalid. The message names the key."""
 
 
 # ----------------------------------------------------------------------------- modalities
@@ -37,6 +38,18 @@ class ConfigError(ValueError):
 ModalityKind = Literal["image", "spectrum", "timeseries", "scalars", "tokens"]
 """``tokens``: token vectors given as they are (no tokeniser in this package), e.g. a
 non-image modality imported from a reference checkpoint; ``max_tokens`` bounds its length."""
+
+TOKEN_SIZES: dict[str, Callable[[ModalityConfig], tuple[int, int]]] = {}
+"""Per modality kind: ``(input_size, pos_input_size)`` of its tokens. Filled by the
+tokeniser classes of :mod:`astropt.modalities` (``register``), which own those sizes; the
+config derives its sizes from them and checks the sizes a file gives."""
+
+
+def token_sizes(config: ModalityConfig) -> tuple[int, int]:
+    """``(input_size, pos_input_size)`` that the tokeniser of ``config.kind`` produces."""
+    if config.kind not in TOKEN_SIZES:  # importing the package `astropt` registers them all
+        raise ConfigError(f"modality {config.name!r}: no tokeniser of kind {config.kind!r} is registered")
+    return TOKEN_SIZES[config.kind](config)
 
 
 @dataclass
@@ -120,9 +133,7 @@ class ModalityConfig:
                 )
             if self.flux_scale < 0:
                 raise ConfigError(f"modality {self.name!r}: flux_scale must be >= 0, got {self.flux_scale}")
-            expected = self.patch_size**2 * self.n_channels + (
-                2 * self.n_channels if self.flux_features else 0
-            )
+            expected, _ = token_sizes(self)
             if self.input_size == 0:
                 self.input_size = expected
             elif self.input_size != expected:
@@ -155,9 +166,10 @@ class ModalityConfig:
         self.max_tokens = self.max_tokens or n
         if self.max_tokens != n:
             raise ConfigError(f"modality {self.name!r}: max_tokens must equal the {n} scalar_names")
-        self.input_size = self.input_size or 1
-        if self.input_size != 1:
-            raise ConfigError(f"modality {self.name!r}: scalar tokens have input_size 1")
+        expected, _ = token_sizes(self)
+        self.input_size = self.input_size or expected
+        if self.input_size != expected:
+            raise ConfigError(f"modality {self.name!r}: scalar tokens have input_size {expected}")
 
     def _check_sequence(self) -> None:
         """Spectra and light curves: derived token and coordinate sizes, continuous positions."""
@@ -172,12 +184,9 @@ class ModalityConfig:
                     f"modality {self.name!r}: wavelength_range must be [min, max] with "
                     f"0 < min < max, got {self.wavelength_range}"
                 )
-            sizes = {"input_size": self.patch_size, "pos_input_size": 2}
-        else:
-            if not self.bands:
-                raise ConfigError(f"modality {self.name!r}: timeseries needs the band names in bands")
-            # (flux, error, one-hot band); 8 periods x sin/cos x (time, step to next point)
-            sizes = {"input_size": 2 + len(self.bands), "pos_input_size": 32}
+        elif not self.bands:
+            raise ConfigError(f"modality {self.name!r}: timeseries needs the band names in bands")
+        sizes = dict(zip(("input_size", "pos_input_size"), token_sizes(self), strict=True))
         self.position = "continuous"
         for key, expected in sizes.items():
             value = getattr(self, key)
@@ -198,6 +207,15 @@ class ModalityConfig:
 
 
 # ----------------------------------------------------------------------------- model
+
+DtypeName = Literal["auto", "float32", "bfloat16", "float16"]
+"""Compute dtypes by name; ``auto`` is resolved by :func:`astropt.runtime.resolve_dtype`."""
+DTYPE_NAMES: tuple[str, ...] = get_args(DtypeName)
+
+PoolName = Literal["mean", "mean_max", "mean_max_std", "last", "exp_decay", "none"]
+"""How token embeddings are pooled into one vector per object (``none``: no pooling)."""
+POOLS: tuple[str, ...] = get_args(PoolName)
+"""The pool registry: every name the model, the tasks and the CLI accept."""
 
 
 @dataclass
@@ -231,7 +249,7 @@ class ModelConfig:
     """Prepend a learned begin token to each modality's segment (multimodal models)."""
     embed_layer: int = -1
     """Block index (0-based) whose output is the default embedding; -1 = n_layer // 2."""
-    embed_pool: Literal["mean", "mean_max", "mean_max_std", "last", "exp_decay", "none"] = "mean"
+    embed_pool: PoolName = "mean"
     """Default pooling of token embeddings (``mean_max``: mean and max concatenated, 2x wide;
     ``mean_max_std``: also the standard deviation over tokens, 3x wide)."""
     lora_r: int = 0
@@ -342,7 +360,7 @@ class TrainConfig:
     eps: float = 1e-8
     grad_clip: float = 1.0
     grad_accum: int = 1
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    dtype: DtypeName = "auto"
     compile: bool = False
     device: str = "auto"
     fsdp: bool = False
@@ -389,166 +407,17 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
-
-# ----------------------------------------------------------------------------- (de)serialisation
-
-
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
-
-
-def _convert(value: Any, tp: Any, key: str) -> Any:
-    """Check/convert ``value`` to the annotated type ``tp``; errors name ``key``."""
-    origin = get_origin(tp)
-    if tp is Any:
-        return value
-    if dataclasses.is_dataclass(tp):
-        if isinstance(value, tp):
-            return value
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__}")
-        return _from_dict(tp, value, key)
-    if origin is Literal:
-        choices = get_args(tp)
-        if value not in choices:
-            raise ConfigError(f"{key}: {value!r} is not one of {list(choices)}")
-        return value
-    if origin in (Union, types.UnionType):
-        args = get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _convert(value, arg, key)
-            except ConfigError as exc:
-                errors.append(str(exc))
-        raise ConfigError(errors[0] if errors else f"{key}: invalid value {value!r}")
-    if origin in (list, tuple):
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key}: expected a list, got {value!r}")
-        (item_tp, *_) = get_args(tp) or (Any,)
-        return [_convert(v, item_tp, f"{key}.{i}") for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
-        return dict(value)
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{key}: expected true/false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            if isinstance(value, float) and value.is_integer():
-                return int(value)
-            raise ConfigError(f"{key}: expected an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, str):
-            # YAML 1.1 reads exponents without a dot (``3e-4``) as strings.
-            try:
-                value = float(value)
-            except ValueError:
-                raise ConfigError(f"{key}: expected a number, got {value!r}") from None
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{key}: expected a number, got {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{key}: expected a string, got {value!r}")
-        return value
-    raise ConfigError(f"{key}: unsupported config type {_type_name(tp)}")
-
-
-def _from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls) if f.init}
-    for key in data:
-        if key not in names:
-            where = f"{prefix}.{key}" if prefix else key
+    def __post_init__(self) -> None:
+        # Cross-section checks: each section is valid alone, these hold between sections.
+        want = "full" if self.train.objective == "mae" else "causal"
+        if self.model.attn != want:
             raise ConfigError(
-                f"unknown config key {where!r}; valid keys here: {sorted(names)}"
+                f"train.objective={self.train.objective!r} needs model.attn={want!r} "
+                f"(got {self.model.attn!r}); set model.attn={want}"
             )
-    kwargs = {}
-    for key, value in data.items():
-        where = f"{prefix}.{key}" if prefix else key
-        kwargs[key] = _convert(value, hints[key], where)
-    try:
-        return cls(**kwargs)
-    except ConfigError as exc:
-        raise ConfigError(f"{prefix}: {exc}" if prefix and not str(exc).startswith(prefix) else str(exc)) from None
 
 
-def from_dict(cls: type[T], data: dict[str, Any]) -> T:
-    """Build a config dataclass from plain data, rejecting unknown keys and wrong types."""
-    return _from_dict(cls, data, "")
-
-
-def to_dict(cfg: Any) -> dict[str, Any]:
-    """Plain-data view of a config dataclass (JSON/YAML serialisable)."""
-    return dataclasses.asdict(cfg)
-
-
-def config_hash(cfg: Any) -> str:
-    """Short stable hash of a config, for manifests and caches."""
-    blob = json.dumps(to_dict(cfg), sort_keys=True).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
-
-
-def read_file(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a YAML or TOML config file into plain data."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist")
-    text = path.read_text()
-    try:
-        if path.suffix == ".toml":
-            import tomllib
-
-            data = tomllib.loads(text)
-        else:
-            data = yaml.safe_load(text) or {}
-    except Exception as exc:  # noqa: BLE001 - re-raised with the file name
-        raise ConfigError(f"config file {path} could not be parsed: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ConfigError(f"config file {path}: top level must be a mapping")
-    return data
-
-
-def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply ``a.b.c=value`` overrides to plain config data (in place; returned too)."""
-    for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"override {item!r} must look like section.key=value")
-        dotted, raw = item.split("=", 1)
-        value = yaml.safe_load(raw) if raw != "" else ""
-        parts = dotted.strip().split(".")
-        node: Any = data
-        for depth, part in enumerate(parts):
-            key = _override_key(node, part, ".".join(parts[: depth + 1]), item)
-            if depth == len(parts) - 1:
-                node[key] = value
-            elif isinstance(node, list):
-                node = node[key]
-            else:
-                node = node.setdefault(key, {})
-    return data
-
-
-def _override_key(node: Any, part: str, where: str, item: str) -> Any:
-    """The key of ``node`` that ``part`` of an override addresses, or a ConfigError."""
-    if isinstance(node, list):
-        if not part.lstrip("-").isdigit():
-            raise ConfigError(f"override {item!r}: {where} must be a list index (0..{len(node) - 1})")
-        if not -len(node) <= int(part) < len(node):
-            raise ConfigError(f"override {item!r}: {where} does not exist (the list has {len(node)} items)")
-        return int(part)
-    if not isinstance(node, dict):
-        parent = where.rsplit(".", 1)[0]
-        raise ConfigError(f"override {item!r}: {parent} is a value ({node!r}), it has no key {part!r}")
-    return part
+# ----------------------------------------------------------------------------- loading
 
 
 def _defaults_as_data(cls: type) -> dict[str, Any]:
@@ -580,11 +449,3 @@ def load_config(
             data = base
         data = apply_overrides(data, overrides)
     return from_dict(cls, data)
-
-
-def save_config(cfg: Any, path: str | os.PathLike) -> None:
-    """Write a resolved config as YAML (or JSON for ``.json``) atomically."""
-    path = Path(path)
-    data = to_dict(cfg)
-    text = json.dumps(data, indent=2) if path.suffix == ".json" else yaml.safe_dump(data, sort_keys=False)
-    atomic_write_text(path, text)

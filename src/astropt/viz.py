@@ -16,24 +16,31 @@ from matplotlib.figure import Figure
 from astropt.atomic import atomic_path
 
 
-def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 110) -> Path:
-    """Write ``fig`` as PNG through a temporary file + rename."""
+def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 110, tight: bool = True) -> Path:
+    """Write ``fig`` as PNG through a temporary file + rename (``tight``: crop to the content)."""
     path = Path(path)
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
+        fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight" if tight else None)
     return path
 
 
-def rgb_composite(image: np.ndarray, softening: float = 0.05) -> np.ndarray:
+def rgb_composite(
+    image: np.ndarray, softening: float = 0.05, weights: Sequence[float] | None = None
+) -> np.ndarray:
     """``(C, H, W)`` bands in wavelength order -> ``(H, W, 3)`` asinh-stretched RGB in [0, 1].
 
-    Reddest band to red, bluest to blue (a middle one to green); one band gives grey. The
-    stretch (Lupton-style ``asinh(x / (softening * scale))``) shares one scale across bands so
-    colours survive.
+    The one colour composite of the package (training figures, data grids, survey
+    previews, task figures). Reddest band to red, bluest to blue (the middle one,
+    ``C // 2``, to green); two bands give their mean as green, one band grey. The stretch
+    (Lupton-style ``asinh(x / (softening * scale))``) shares one scale across bands so
+    colours survive. ``weights``: optional per-band factors applied first (e.g. to make a
+    flat-spectrum source white).
     """
     img = np.asarray(image, dtype=np.float64)
     if img.ndim == 2:
         img = img[None]
+    if weights is not None:
+        img = img * np.asarray(weights, dtype=np.float64)[:, None, None]
     c = img.shape[0]
     if c >= 3:
         chans = [img[c - 1], img[c // 2], img[0]]

@@ -11,7 +11,6 @@ from PIL import Image
 
 from astropt.cli import main
 from astropt.config import ConfigError
-from astropt.data import galsim_templates as gt
 from astropt.data.shards import DataError, Manifest, ShardSet, shard_path
 from astropt.data.synthetic import (
     SurveyConfig,
@@ -20,8 +19,9 @@ from astropt.data.synthetic import (
     render_object,
     synthesize,
 )
-from astropt.data.synthetic_params import RARE_KINDS, draw_galaxy, draw_kind
-from astropt.data.synthetic_render import SPECTRUM_WAVE, draw_image, galaxy_components, psf_profile
+from astropt.data.synthetic import templates as gt
+from astropt.data.synthetic.params import RARE_KINDS, draw_galaxy, draw_kind
+from astropt.data.synthetic.render import SPECTRUM_WAVE, draw_image, galaxy_components, psf_profile
 
 SMALL = dict(image_size=24, bands="griz", rows_per_shard=4, rare_fraction=0.25, progress=False)
 

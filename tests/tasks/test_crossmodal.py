@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from astropt.config import ModalityConfig, ModelConfig
+from astropt.data.loader import Collator, rows_to_records
 from astropt.data.shards import ArraySpec, DataError, ShardSet, finalize, write_shard
-from astropt.modalities import build_modality
 from astropt.model.astropt import AstroPT
-from astropt.tasks.crossmodal import predict_modality, rows_to_records, smooth
+from astropt.tasks.crossmodal import predict_modality, smooth
 
 
 def survey(n, seed=0):
@@ -64,13 +64,7 @@ def test_image_to_spectrum_after_training_beats_flat(data_dir, tmp_path):
     torch.manual_seed(0)
     model = tiny_model()
     data = ShardSet(data_dir)
-    records = rows_to_records(data.get_batch(np.arange(len(data))), data)
-    batch = {}
-    for m in model.config.modalities:
-        t = build_modality(m).tokenize_records(records)
-        batch[m.name], batch[f"{m.name}_positions"] = t.values, t.positions
-        if t.mask is not None:
-            batch[f"{m.name}_mask"] = t.mask
+    batch, _ = Collator(model.config)(rows_to_records(data.get_batch(np.arange(len(data))), data.label_names))
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     for _ in range(60):
         opt.zero_grad()

@@ -7,10 +7,10 @@ import pytest
 import torch
 from tasks_fixtures import make_records, tiny_config, write_shards
 
+from astropt.data.loader import Collator, rows_to_records
 from astropt.data.shards import DataError, ShardSet
 from astropt.model import load_pretrained
 from astropt.tasks import embed as embed_module
-from astropt.tasks.common import tokenize_rows, used_modalities
 from astropt.tasks.embed import embed, load_embeddings
 
 
@@ -24,7 +24,7 @@ def test_embeddings_equal_model_embed_and_carry_labels(model_dir, shard_dir, tmp
     assert list(emb.labels["kind"]) == list(data.labels()["kind"])
     model = load_pretrained(model_dir)
     rows = data.get_batch(np.arange(5))
-    batch, _ = tokenize_rows(rows, used_modalities(model, data))
+    batch, _ = Collator(model.config)(rows_to_records(rows, data.label_names))
     expected = model.embed(batch)["images"].numpy()
     np.testing.assert_allclose(emb.matrix()[:5], expected, rtol=1e-5, atol=1e-6)
     assert emb.meta["layer"] == model.config.default_embed_layer

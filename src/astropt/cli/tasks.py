@@ -9,14 +9,21 @@ from __future__ import annotations
 import argparse
 import json
 
+from astropt.config import DTYPE_NAMES, POOLS
 from astropt.tasks.ann import INDEX_KINDS
 
+FUNCTION_DEFAULT = "default: the function's"
 MODEL_HELP = ("pretrained folder, reference ckpt.pt, or hub model org/name[/subfolder][@revision] "
               "(e.g. Smith42/astroPT_v2.0/astropt/095M)")
 
 
 def _print(result) -> None:
     print(json.dumps(result, indent=2, default=str))
+
+
+def _given(args: argparse.Namespace, *names: str) -> dict:
+    """The options the user gave (None: not given), so the function's own defaults apply."""
+    return {n: getattr(args, n) for n in names if getattr(args, n) is not None}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -37,22 +44,22 @@ def _embed(sub) -> None:
                    "FITS/JPEG files, catalogue), prepared for the model first")
     p.add_argument("--out", required=True, help="output Parquet file")
     p.add_argument("--layer", default=None, help="block index or 'all' (default: the model's)")
-    p.add_argument("--pool", choices=["mean", "last", "exp_decay"], default=None)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
-    p.add_argument("--device", default="auto")
-    p.add_argument("--part-size", type=int, default=4096, help="objects per resumable part")
+    p.add_argument("--pool", choices=POOLS, default=None, help="token pooling (default: the model's)")
+    p.add_argument("--batch-size", type=int, default=None, help=FUNCTION_DEFAULT)
+    p.add_argument("--dtype", default=None, choices=DTYPE_NAMES,
+                   help="auto: bf16 where native, else fp32, as in training (default: auto)")
+    p.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:1, ... (default: auto)")
+    p.add_argument("--part-size", type=int, default=None, help=f"objects per resumable part ({FUNCTION_DEFAULT})")
     p.add_argument("--modalities", nargs="+", default=None, help="model modalities to feed")
-    p.add_argument("--limit", type=int, default=0, help="raw sources: read at most this many objects")
+    p.add_argument("--limit", type=int, default=None, help="raw sources: read at most this many objects")
     p.set_defaults(func=run_embed)
 
 
 def run_embed(args) -> int:
     from astropt.tasks.embed import embed
 
-    out = embed(args.model, args.data, args.out, layer=args.layer, pool=args.pool, batch_size=args.batch_size,
-                dtype=args.dtype, device=args.device, part_size=args.part_size, modalities=args.modalities,
-                limit=args.limit)
+    out = embed(args.model, args.data, args.out,
+                **_given(args, "layer", "pool", "batch_size", "dtype", "device", "part_size", "modalities", "limit"))
     print(out)
     return 0
 
@@ -87,15 +94,18 @@ def _finetune(sub) -> None:
     p.add_argument("model", help=MODEL_HELP)
     p.add_argument("data")
     p.add_argument("--target", action="append", required=True, help="label (repeat)")
-    p.add_argument("--lora-rank", type=int, default=8)
+    p.add_argument("--lora-rank", type=int, default=None, help=FUNCTION_DEFAULT)
     p.add_argument("--full", action="store_true", help="train all weights instead of LoRA adapters")
-    p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--patience", type=int, default=3)
+    p.add_argument("--epochs", type=int, default=None, help=FUNCTION_DEFAULT)
+    p.add_argument("--batch-size", type=int, default=None, help=FUNCTION_DEFAULT)
+    p.add_argument("--lr", type=float, default=None, help="default: 1e-3 with LoRA, 1e-4 full")
+    p.add_argument("--patience", type=int, default=None, help=FUNCTION_DEFAULT)
     p.add_argument("--n-labels", type=int, default=None, help="cap on training labels")
     p.add_argument("--label-curve", action="store_true", help="metric vs 100/1k/10k labels")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--layer", type=int, default=None, help="block index (default: the model's)")
+    p.add_argument("--pool", choices=[p for p in POOLS if p != "none"], default=None,
+                   help="token pooling (default: the model's)")
+    p.add_argument("--device", default=None, help="auto, cpu, cuda, ... (default: auto)")
     p.add_argument("--out", default="finetune")
     p.set_defaults(func=run_finetune)
 
@@ -103,12 +113,12 @@ def _finetune(sub) -> None:
 def run_finetune(args) -> int:
     from astropt.tasks.finetune import finetune, label_efficiency
 
-    kwargs = dict(lora_rank=args.lora_rank, full=args.full, epochs=args.epochs, batch_size=args.batch_size,
-                  lr=args.lr, patience=args.patience, device=args.device)
+    kwargs = dict(full=args.full, **_given(args, "lora_rank", "epochs", "batch_size", "lr", "patience",
+                                           "layer", "pool", "device"))
     if args.label_curve:
         _print(label_efficiency(args.model, args.data, args.target, args.out, **kwargs))
         return 0
-    res = finetune(args.model, args.data, args.target, args.out, n_labels=args.n_labels, **kwargs)
+    res = finetune(args.model, args.data, args.target, args.out, **_given(args, "n_labels"), **kwargs)
     _print({k: res[k] for k in ("mode", "n_train", "n_test", "trainable_parameters", "metrics")})
     return 0
 
@@ -131,7 +141,7 @@ def run_search(args) -> int:
     from astropt.tasks.search import search
 
     for hit in search(args.embeddings, args.query, args.k, args.metric, model=args.model, data=args.data,
-                      out=args.out):
+                      out=args.out, index=args.index):
         print(f"{hit['rank']:>4}  {hit['id']:<24} {hit['score']:.4f}")
     return 0
 

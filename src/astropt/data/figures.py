@@ -7,31 +7,15 @@ two-band images are shown in grey (first band).
 
 from __future__ import annotations
 
-import io
 import math
 import os
 from pathlib import Path
 
 import numpy as np
 
-from astropt.atomic import atomic_write_bytes
-from astropt.data.shards import DataError, ShardSet
-
-
-def display_image(image: np.ndarray, softening: float = 3.0) -> np.ndarray:
-    """``(C, H, W)`` -> ``(H, W, 3)`` or ``(H, W)`` in [0, 1] with an asinh stretch.
-
-    Each band is scaled by its 99.5th percentile, so a composite's colours are per-band
-    relative (good for seeing structure, not for comparing fluxes between objects).
-    """
-    x = np.asarray(image, dtype=np.float64)
-    x = x[:3][::-1] if x.shape[0] >= 3 else x[:1]  # (R, G, B) from the three bluest-to-reddest bands
-    low = np.percentile(x, 1.0, axis=(1, 2), keepdims=True)
-    high = np.percentile(x, 99.5, axis=(1, 2), keepdims=True)
-    x = np.clip((x - low) / np.maximum(high - low, 1e-12), 0, None)
-    x = np.arcsinh(softening * x) / np.arcsinh(softening)
-    x = np.clip(x, 0, 1)
-    return np.moveaxis(x, 0, -1) if x.shape[0] == 3 else x[0]
+from astropt.data.shards import ShardSet
+from astropt.errors import DataError
+from astropt.viz import rgb_composite, save_figure
 
 
 def show(
@@ -76,17 +60,13 @@ def show(
         ax.axis("off")
     for k, obj_id in enumerate(ids):
         ax = axes.ravel()[k]
-        shown = display_image(batch[field][k])
-        ax.imshow(shown, cmap="gray" if shown.ndim == 2 else None, origin="lower", interpolation="nearest")
+        ax.imshow(rgb_composite(batch[field][k]), origin="lower", interpolation="nearest")
         title = f"{obj_id}\n{label}={_format(batch[label][k])}" if label else obj_id
         ax.set_title(title, fontsize=8)
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
+    save_figure(fig, out, dpi=100, tight=False)
     plt.close(fig)
-    out = Path(out)
-    atomic_write_bytes(out, buffer.getvalue())
-    return out
+    return Path(out)
 
 
 def _format(value: object) -> str:

@@ -6,8 +6,9 @@
 - :class:`ResumableDistributedSampler` gives each rank a disjoint slice of one permutation
   per ``(seed, epoch)``; its position is a state dict, so a resumed run sees exactly the
   remaining order.
-- :class:`Collator` turns a list of records into the model's batch dict, tokenising each
-  modality vectorised over the batch.
+- :func:`rows_to_records` and :class:`Collator`: the one path from stored rows to the
+  model's batch dict (rows -> Observation records -> each modality's tokens, vectorised
+  over the batch -> batch dict), used by training, every task and the benchmarks.
 - :class:`ResumableLoader` runs a torch ``DataLoader`` (any number of workers) over those,
   epoch after epoch, and counts what the *trainer* consumed (not what workers prefetched).
 - :class:`ShardStream` (iterable) reads whole shard files, each rank and worker its own,
@@ -34,9 +35,10 @@ import pyarrow as pa
 import torch
 from torch.utils.data import DataLoader, IterableDataset, Sampler, get_worker_info
 
-from astropt.config import ModelConfig
-from astropt.data.shards import DataError, Manifest, ShardSet, fixed_column
-from astropt.modalities.base import build_modality
+from astropt.config import ModalityConfig, ModelConfig
+from astropt.data.shards import Manifest, ShardSet, fixed_column
+from astropt.errors import DataError
+from astropt.modalities.base import Tokens, build_modality
 
 log = logging.getLogger(__name__)
 
@@ -162,15 +164,22 @@ class ShardDataset(torch.utils.data.Dataset):
             codes = dihedral_codes(self.seed, epochs, local)
             for name in self.image_fields:
                 rows[name] = apply_dihedral(rows[name], codes)
-        labels = self.shards.label_names
-        records = []
-        for j, object_id in enumerate(rows["id"]):
-            rec: dict[str, Any] = {"id": object_id}
-            for name in self.shards.arrays:
-                rec[name] = rows[name][j]
-            rec["labels"] = {n: _scalar(rows[n][j]) for n in labels}
-            records.append(rec)
-        return records
+        return rows_to_records(rows, self.shards.label_names)
+
+
+def rows_to_records(rows: dict[str, Any], label_names: list[str]) -> list[dict[str, Any]]:
+    """``ShardSet.get_batch`` rows -> Observation records, one per object.
+
+    A record holds ``id``, every array column of ``rows`` (e.g. ``image``, ``spectrum`` and
+    its ``spectrum_wavelength``) and ``labels``: ``{name: python scalar}`` of ``label_names``.
+    """
+    arrays = [k for k in rows if k != "id" and k not in label_names]
+    labels = [n for n in label_names if n in rows]
+    return [
+        {"id": object_id, **{k: rows[k][j] for k in arrays},
+         "labels": {n: _scalar(rows[n][j]) for n in labels}}
+        for j, object_id in enumerate(rows["id"])
+    ]
 
 
 def _scalar(value: Any) -> Any:
@@ -246,45 +255,64 @@ class ResumableDistributedSampler(Sampler):
 class Collator:
     """Records -> ``(batch dict, ids)``: each modality tokenised vectorised over the batch.
 
+    Args:
+        modalities: the model config (all its modalities) or the modality configs to use.
+
     A modality is included when its record field is present in the batch's records; its
     tokens go to ``batch[name]``, positions to ``batch[f"{name}_positions"]``, for ragged
     modalities the validity mask to ``batch[f"{name}_mask"]``, and loss weights the modality
-    provides (``stats["weights"]``) to ``batch[f"{name}_weights"]``.
+    provides (``stats["weights"]``) to ``batch[f"{name}_weights"]`` (see :func:`batch_of`).
     """
 
-    def __init__(self, model_config: ModelConfig):
-        self.model_config = model_config
+    def __init__(self, modalities: ModelConfig | list[ModalityConfig]):
+        self.configs = list(modalities.modalities if isinstance(modalities, ModelConfig) else modalities)
         self._modalities: dict[str, Any] | None = None  # built lazily (in each worker)
 
     def _tokenisers(self) -> dict[str, Any]:
         if self._modalities is None:
-            self._modalities = {m.name: build_modality(m) for m in self.model_config.modalities}
+            self._modalities = {m.name: build_modality(m) for m in self.configs}
         return self._modalities
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"model_config": self.model_config, "_modalities": None}
+        return {"configs": self.configs, "_modalities": None}
 
-    def __call__(self, records: list[dict[str, Any]]) -> tuple[dict[str, torch.Tensor], list[str]]:
+    def tokenize(self, records: list[dict[str, Any]]) -> dict[str, Tokens]:
+        """The Tokens of each modality present in ``records`` (with their statistics)."""
         if not records:
             raise DataError("cannot collate an empty batch")
-        batch: dict[str, torch.Tensor] = {}
-        for m in self.model_config.modalities:
-            if not any(m.field in r for r in records):
-                continue
-            tokens = self._tokenisers()[m.name].tokenize_records(records)
-            batch[m.name] = tokens.values
-            batch[f"{m.name}_positions"] = tokens.positions
-            if tokens.mask is not None:
-                batch[f"{m.name}_mask"] = tokens.mask
-            if "weights" in tokens.stats:  # per-sample loss weights (e.g. spectra's ivar)
-                batch[f"{m.name}_weights"] = tokens.stats["weights"]
-        if not batch:
-            fields = [m.field for m in self.model_config.modalities]
+        tokens = {
+            m.name: self._tokenisers()[m.name].tokenize_records(records)
+            for m in self.configs
+            if any(m.field in r for r in records)
+        }
+        if not tokens:
+            fields = [m.field for m in self.configs]
             raise DataError(
                 f"objects {[r.get('id') for r in records[:3]]}: none of the model's fields {fields} "
                 f"is present (records have {sorted(records[0])})"
             )
-        return batch, [str(r["id"]) for r in records]
+        return tokens
+
+    def __call__(self, records: list[dict[str, Any]]) -> tuple[dict[str, torch.Tensor], list[str]]:
+        return batch_of(self.tokenize(records)), [str(r["id"]) for r in records]
+
+
+def batch_of(tokens: dict[str, Tokens]) -> dict[str, torch.Tensor]:
+    """The model's batch dict of each modality's Tokens (see :class:`Collator`)."""
+    batch: dict[str, torch.Tensor] = {}
+    for name, tok in tokens.items():
+        batch[name] = tok.values
+        batch[f"{name}_positions"] = tok.positions
+        if tok.mask is not None:
+            batch[f"{name}_mask"] = tok.mask
+        if "weights" in tok.stats:  # per-sample loss weights (e.g. spectra's ivar)
+            batch[f"{name}_weights"] = tok.stats["weights"]
+    return batch
+
+
+def to_device(batch: dict[str, torch.Tensor], device: str | torch.device) -> dict[str, torch.Tensor]:
+    """A batch dict with every tensor on ``device``."""
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
 # ----------------------------------------------------------------------------- loader

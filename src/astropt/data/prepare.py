@@ -1,5 +1,8 @@
 """``prepare``: any source -> prepared shards (the one format downstream stages read).
 
+The one shard writer: file/catalogue/hub sources (a :class:`SourceConfig`) and the
+synthetic survey (a :class:`Source` object) alike.
+
 Objects are assigned to shards by position: shard ``k`` holds objects
 ``[k * rows_per_shard, (k + 1) * rows_per_shard)`` minus rejected ones. Each shard is
 written whole and atomically, by the main process or by a worker process, so
@@ -31,7 +34,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from astropt.atomic import atomic_write_text
-from astropt.config import config_hash, to_dict
+from astropt.config import config_hash as _config_hash
+from astropt.config import to_dict
 from astropt.data.schema import (
     check_record,
     coerce_labels,
@@ -149,9 +153,9 @@ def remove_shards_from(out: Path, first: int) -> None:
 _WORKER_SOURCE: Source | None = None
 
 
-def _init_worker(cfg: SourceConfig) -> None:
+def _init_worker(spec: SourceConfig | Source) -> None:
     global _WORKER_SOURCE
-    _WORKER_SOURCE = open_source(cfg)
+    _WORKER_SOURCE = spec if isinstance(spec, Source) else open_source(spec)
 
 
 def _worker_task(*args: Any) -> tuple[dict[str, Any] | None, list[dict[str, str]], list[dict[str, str]], int]:
@@ -195,7 +199,8 @@ def _progress(total: int | None, enabled: bool) -> tqdm:
 
 
 def _run_random_access(
-    source: Source, out: Path, rows: int, schema: Schema, workers: int, on_error: OnError, bar: tqdm
+    source: Source, out: Path, rows: int, schema: Schema, workers: int, on_error: OnError, bar: tqdm,
+    spec: SourceConfig | Source,
 ) -> dict[int, Done]:
     n = len(source)
     done: dict[int, Done] = {}
@@ -221,7 +226,7 @@ def _run_random_access(
         return done
     # spawn: the parent may hold threads (torch, HF) that fork would copy in a bad state.
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(source.config,)) as pool:
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(spec,)) as pool:
         futures = {pool.submit(_worker_task, *task): task[1] for task in tasks}
         pending = set(futures)
         while pending:
@@ -259,40 +264,49 @@ def _run_stream(
 
 @writes_to("out")
 def prepare(
-    source_cfg: SourceConfig,
+    source_cfg: SourceConfig | Source,
     out: str | Path,
     rows_per_shard: int = 512,
     workers: int = 1,
     on_error: OnError = "raise",
     progress: bool = True,
     overwrite: bool = False,
+    arrays: dict[str, ArraySpec] | None = None,
+    config_hash: str | None = None,
 ) -> Manifest:
     """Convert a source into a prepared shard folder (see module docstring).
 
     Args:
-        source_cfg: what to read and how to preprocess it.
+        source_cfg: what to read and how to preprocess it, or a source object (e.g. the
+            synthetic survey's; picklable, for ``workers > 1``).
         out: the prepared folder (created; resumed if it holds a run of the same config).
         rows_per_shard: objects per shard file.
         workers: processes writing shards in parallel (1: in this process).
         on_error: ``raise`` at the first bad object, or ``skip`` it and list it in rejects.csv.
         progress: show a progress bar.
         overwrite: discard a previous preparation in ``out`` (of any config).
+        arrays: the array fields and shapes every object must have (default: from the
+            configuration, else the majority of a spread sample).
+        config_hash: the folder's fingerprint, stored in the manifest (default: of the
+            source config and ``rows_per_shard``).
     """
     if rows_per_shard <= 0:
         raise ValueError(f"rows_per_shard must be positive, got {rows_per_shard}")
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
     out = Path(out)
-    source = open_source(source_cfg)
-    state = {"hash": config_hash(source.config)[:12] + f"-{rows_per_shard}", "source": to_dict(source.config)}
+    source = source_cfg if isinstance(source_cfg, Source) else open_source(source_cfg)
+    folder_hash = config_hash or _config_hash(source.config)[:12] + f"-{rows_per_shard}"
+    state = {"hash": folder_hash, "source": to_dict(source.config)}
     _check_folder(out, state, overwrite)
     atomic_write_text(out / STATE, json.dumps(state, indent=2))
     sample = sample_records(source, on_error)
-    specs, labels = infer_specs(source, sample), infer_label_types(source, sample)
+    specs, labels = arrays or infer_specs(source, sample), infer_label_types(source, sample)
     total = len(source) if source.random_access else None
     with _progress(total, progress) as bar:
         if source.random_access:
-            done = _run_random_access(source, out, rows_per_shard, (specs, labels), workers, on_error, bar)
+            done = _run_random_access(source, out, rows_per_shard, (specs, labels), workers, on_error, bar,
+                                      source_cfg)
         else:
             done = _run_stream(source, out, rows_per_shard, (specs, labels), on_error, bar)
     entries = [done[k][0] for k in sorted(done) if done[k][0] is not None]
@@ -300,7 +314,7 @@ def prepare(
     _write_csv(out / REJECTS, rejects, ["id", "file", "reason"])
     _report_label_issues(out, [row for k in sorted(done) for row in done[k][2]])
     if not entries:
-        raise DataError(f"{source_cfg.path}: every object was rejected; see {out / REJECTS}")
+        raise DataError(f"{source.config.path}: every object was rejected; see {out / REJECTS}")
     description = {**source.describe(), "config": state["source"], "rows_per_shard": rows_per_shard}
     manifest = finalize(out, entries, specs, labels, description, state["hash"], len(rejects))
     if rejects:

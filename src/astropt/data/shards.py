@@ -37,6 +37,7 @@ import numpy as np
 import pyarrow as pa
 
 from astropt.atomic import atomic_path, atomic_write_text
+from astropt.errors import DataError  # noqa: F401  (re-exported)
 from astropt.fingerprint import digest, file_stamp
 
 log = logging.getLogger(__name__)
@@ -45,10 +46,6 @@ MANIFEST = "manifest.json"
 SHARD_DIR = "shards"
 FORMAT = "astropt-shards"
 FORMAT_VERSION = 1
-
-
-class DataError(ValueError):
-    """Bad input data: the message names the object id and/or file and the reason."""
 
 
 @dataclass

@@ -1,6 +1,7 @@
 """Modalities: one module per kind of observation, each turning arrays into tokens and back."""
 
-from astropt.modalities.base import Modality, TokenizationError, Tokens, build_modality
+from astropt.errors import TokenizationError
+from astropt.modalities.base import Modality, Tokens, build_modality
 from astropt.modalities.image import ImageModality, raster_order, spiral_order
 from astropt.modalities.scalars import ScalarsModality
 from astropt.modalities.spectrum import SpectrumModality

@@ -13,11 +13,8 @@ from typing import Protocol
 
 import torch
 
-from astropt.config import ModalityConfig
-
-
-class TokenizationError(ValueError):
-    """An observation cannot be tokenised (wrong shape, non-finite values, ...)."""
+from astropt.config import TOKEN_SIZES, ModalityConfig
+from astropt.errors import TokenizationError  # noqa: F401  (re-exported)
 
 
 @dataclass
@@ -79,10 +76,15 @@ _REGISTRY: dict[str, Callable[[ModalityConfig], Modality]] = {}
 
 
 def register(kind: str) -> Callable[[type], type]:
-    """Class decorator: register a modality implementation under ``kind``."""
+    """Class decorator: register a modality implementation under ``kind``.
+
+    Its ``token_sizes(config) -> (input_size, pos_input_size)`` becomes the rule the config
+    derives (and checks) its token sizes by (``astropt.config.TOKEN_SIZES``).
+    """
 
     def wrap(cls: type) -> type:
         _REGISTRY[kind] = cls
+        TOKEN_SIZES[kind] = cls.token_sizes
         return cls
 
     return wrap

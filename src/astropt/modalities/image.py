@@ -20,7 +20,8 @@ import numpy as np
 import torch
 
 from astropt.config import ModalityConfig
-from astropt.modalities.base import TokenizationError, Tokens, as_batch, register
+from astropt.errors import TokenizationError
+from astropt.modalities.base import Tokens, as_batch, register
 
 NORM_EPS = 1e-8
 
@@ -105,6 +106,13 @@ class ImageModality:
         self.config = config
         self.patch_size = config.patch_size
         self.n_channels = config.n_channels
+
+    @staticmethod
+    def token_sizes(config: ModalityConfig) -> tuple[int, int]:
+        """A patch's pixels ``(p, p, C)`` flattened, + per-band asinh mean and log std with
+        ``flux_features``; positions are indices into a learned table."""
+        flux = 2 * config.n_channels if config.flux_features else 0
+        return config.patch_size**2 * config.n_channels + flux, 1
 
     # ------------------------------------------------------------------ checks
     def _check(self, images: torch.Tensor, what: str, ids: list[str] | None = None) -> None:

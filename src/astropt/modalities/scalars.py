@@ -17,7 +17,8 @@ import numpy as np
 import torch
 
 from astropt.config import ModalityConfig
-from astropt.modalities.base import TokenizationError, Tokens, register
+from astropt.errors import TokenizationError
+from astropt.modalities.base import Tokens, register
 
 _INDEXED = re.compile(r"^(?P<field>[^\[\]]+)\[(?P<index>-?\d+)\]$")
 
@@ -55,6 +56,11 @@ class ScalarsModality:
         n = len(self.names)
         self.mean = torch.tensor(config.scalar_mean or [0.0] * n, dtype=torch.float64)
         self.std = torch.tensor(config.scalar_std or [1.0] * n, dtype=torch.float64)
+
+    @staticmethod
+    def token_sizes(config: ModalityConfig) -> tuple[int, int]:
+        """One number per token; positions index a learned per-name table."""
+        return 1, 1
 
     def tokenize(self, values, what: str = "scalars") -> Tokens:
         """Tokenise a ``(n_names,)`` vector (NaN = missing) -> ``(n_names, 1)`` tokens."""

@@ -27,7 +27,8 @@ import numpy as np
 import torch
 
 from astropt.config import ModalityConfig
-from astropt.modalities.base import TokenizationError, Tokens, as_batch, register
+from astropt.errors import TokenizationError
+from astropt.modalities.base import Tokens, as_batch, register
 
 MAX_WEIGHT = 10.0
 
@@ -47,6 +48,11 @@ class SpectrumModality:
         self.window = config.patch_size
         lo, hi = config.wavelength_range
         self._log_lo, self._log_span = math.log(lo), math.log(hi) - math.log(lo)
+
+    @staticmethod
+    def token_sizes(config: ModalityConfig) -> tuple[int, int]:
+        """A window of ``patch_size`` samples; position: its first and last log wavelength."""
+        return config.patch_size, 2
 
     # ------------------------------------------------------------------ checks
     def _clean(

@@ -23,7 +23,8 @@ import numpy as np
 import torch
 
 from astropt.config import ModalityConfig
-from astropt.modalities.base import TokenizationError, Tokens, as_batch, register
+from astropt.errors import TokenizationError
+from astropt.modalities.base import Tokens, as_batch, register
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,12 @@ class TimeSeriesModality:
             raise ValueError(f"TimeSeriesModality needs kind 'timeseries', got {config.kind!r}")
         self.config = config
         self.bands = list(config.bands)
+
+    @staticmethod
+    def token_sizes(config: ModalityConfig) -> tuple[int, int]:
+        """(flux, error, one-hot band); position: sin/cos of the time and of the step to the
+        next point at ``N_PERIODS`` periods (see :func:`time_features`)."""
+        return 2 + len(config.bands), 4 * N_PERIODS
 
     # ------------------------------------------------------------------ checks
     def _band_index(self, band: np.ndarray, what: str) -> np.ndarray:

@@ -25,13 +25,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from astropt.config import ModelConfig
+from astropt.config import POOLS, ModelConfig
 from astropt.model.io import PretrainedMixin
 from astropt.model.transformer import Block, KVCache, TokenMLP
 
 log = logging.getLogger(__name__)
-
-POOLS = ("mean", "mean_max", "mean_max_std", "last", "exp_decay", "none")
 
 
 @dataclass
@@ -247,6 +245,7 @@ class AstroPT(PretrainedMixin, nn.Module):
         hide: dict[str, torch.Tensor] | None = None,
         weights: dict[str, torch.Tensor] | None = None,
         norm_targets: bool = False,
+        per_object: bool = False,
     ) -> torch.Tensor:
         """Training loss of a batch: mean over modalities of weighted Huber losses.
 
@@ -257,6 +256,9 @@ class AstroPT(PretrainedMixin, nn.Module):
                 (e.g. inverse variances); multiplied into the element-wise loss. By
                 default a batch's ``f"{name}_weights"`` entries are used.
             norm_targets: ``mae`` only: standardise each target token before the loss.
+            per_object: return the ``(B,)`` loss of each object (its real tokens' mean, per
+                modality, then the weighted mean over modalities) instead of the batch's
+                (every real token of the batch counts once).
         """
         if objective == "ar":
             h, seq = self(batch)
@@ -288,7 +290,11 @@ class AstroPT(PretrainedMixin, nn.Module):
             if weights is not None and name in weights:
                 w = weights[name][:, offsets[name] :]
                 elem = elem * (w.unsqueeze(-1) if w.ndim == 2 else w)
-            if mask is None:
+            if per_object:
+                per_token = elem.mean(-1)  # (B, n)
+                m = torch.ones_like(per_token) if mask is None else mask.to(per_token.dtype)
+                mod_loss = (per_token * m).sum(1) / m.sum(1).clamp(min=1)
+            elif mask is None:
                 mod_loss = elem.mean()
             else:
                 m = mask.unsqueeze(-1).to(elem.dtype)
@@ -297,6 +303,66 @@ class AstroPT(PretrainedMixin, nn.Module):
         return total / len(items)
 
     # ------------------------------------------------------------------ embeddings
+    def features(
+        self,
+        batch: dict[str, torch.Tensor],
+        layers: list[int] | None = None,
+        pool: str | None = None,
+    ) -> list[dict[str, torch.Tensor]]:
+        """Pooled hidden states after each block of ``layers`` (no final LayerNorm).
+
+        The one embedding computation behind :meth:`embed`, :meth:`embed_all_layers` and
+        the finetuning heads; it keeps gradients (the callers decide). The stack runs only
+        up to the deepest block asked for.
+
+        Args:
+            layers: block indices (negative from the end; default: the config's
+                embedding layer, the middle block).
+            pool: one of ``POOLS`` (default: the config's ``embed_pool``).
+
+        Returns:
+            Per layer, ``{modality: (B, width)}`` pooled over that modality's real tokens
+            (``(B, n, C)`` for ``none``); with several modalities and a pooling, ``joint``
+            is the mean over every real token of the sequence, whatever ``pool``.
+        """
+        pool = self._check_pool(pool)
+        layers = [self._check_layer(k) for k in (layers or [self.config.default_embed_layer])]
+        seq = self.assemble(batch)
+        x, pooled = seq.x, {}
+        for i, block in enumerate(self.blocks[: max(layers) + 1]):
+            x = block(x, key_mask=seq.key_mask)
+            if i in layers:
+                pooled[i] = self._pool_segments(x, seq, batch, pool)
+        return [pooled[k] for k in layers]
+
+    def _pool_segments(
+        self, x: torch.Tensor, seq: Sequence, batch: dict[str, torch.Tensor], pool: str
+    ) -> dict[str, torch.Tensor]:
+        out = {}
+        for s in seq.segments:
+            out[s.name] = pool_tokens(x[:, s.start : s.start + s.length], pool, batch.get(f"{s.name}_mask"))
+        if len(seq.segments) > 1 and pool != "none":
+            out["joint"] = pool_tokens(x, "mean", seq.key_mask)
+        return out
+
+    def _check_layer(self, layer: int) -> int:
+        if not -len(self.blocks) <= layer < len(self.blocks):
+            raise ValueError(f"layer {layer} out of range for a model of {len(self.blocks)} blocks")
+        return layer % len(self.blocks)
+
+    def _check_pool(self, pool: str | None) -> str:
+        pool = pool or self.config.embed_pool
+        if pool not in POOLS:
+            raise ValueError(f"unknown pooling {pool!r}; choose from {POOLS}")
+        return pool
+
+    def feature_width(self, pool: str | None, names: list[str]) -> int:
+        """Width of the main embedding (:func:`main_embedding`) of modalities ``names``."""
+        pool = self._check_pool(pool)
+        if pool == "none":
+            raise ValueError("pool 'none' gives token embeddings (B, n, C), not one vector per object")
+        return self.config.n_embd if len(names) > 1 else pooled_width(self.config.n_embd, pool)
+
     @torch.no_grad()
     def embed(
         self,
@@ -304,46 +370,17 @@ class AstroPT(PretrainedMixin, nn.Module):
         layer: int | None = None,
         pool: str | None = None,
     ) -> dict[str, torch.Tensor]:
-        """Per-modality embeddings from the output of block ``layer`` (no final LayerNorm).
+        """Per-modality embeddings from the output of block ``layer`` (see :meth:`features`).
 
-        Runs the stack only up to ``layer`` (default: the config's, the middle block).
-        ``pool``: ``mean`` / ``last`` / ``exp_decay`` over each modality's real tokens, or
-        ``none`` for the token embeddings ``(B, n, C)``. With several modalities a ``joint``
-        entry pools over all real tokens.
+        ``pool``: ``mean`` / ``mean_max`` / ``mean_max_std`` / ``last`` / ``exp_decay`` over
+        each modality's real tokens, or ``none`` for the token embeddings ``(B, n, C)``.
         """
-        layer = self.config.default_embed_layer if layer is None else layer
-        if not -len(self.blocks) <= layer < len(self.blocks):
-            raise ValueError(f"layer {layer} out of range for a model of {len(self.blocks)} blocks")
-        layer %= len(self.blocks)
-        pool = pool or self.config.embed_pool
-        if pool not in POOLS:
-            raise ValueError(f"unknown pooling {pool!r}; choose from {POOLS}")
-        seq = self.assemble(batch)
-        x = self.run_blocks(seq.x, seq.key_mask, upto=layer)
-        out = {}
-        for s in seq.segments:
-            mask = batch.get(f"{s.name}_mask")
-            out[s.name] = pool_tokens(x[:, s.start : s.start + s.length], pool, mask)
-        if len(seq.segments) > 1 and pool != "none":
-            out["joint"] = pool_tokens(x, "mean", seq.key_mask)
-        return out
+        return self.features(batch, None if layer is None else [layer], pool)[0]
 
     @torch.no_grad()
     def embed_all_layers(self, batch: dict[str, torch.Tensor], pool: str = "mean") -> list[dict[str, torch.Tensor]]:
         """Embeddings after every block in one pass (for per-layer probing)."""
-        seq = self.assemble(batch)
-        x = seq.x
-        per_layer = []
-        for block in self.blocks:
-            x = block(x, key_mask=seq.key_mask)
-            layer_out = {}
-            for s in seq.segments:
-                mask = batch.get(f"{s.name}_mask")
-                layer_out[s.name] = pool_tokens(x[:, s.start : s.start + s.length], pool, mask)
-            if len(seq.segments) > 1:
-                layer_out["joint"] = pool_tokens(x, "mean", seq.key_mask)
-            per_layer.append(layer_out)
-        return per_layer
+        return self.features(batch, list(range(len(self.blocks))), pool)
 
     # ------------------------------------------------------------------ generation
     def new_caches(self, batch_size: int, max_len: int, like: torch.Tensor) -> list[KVCache]:
@@ -427,6 +464,12 @@ class AstroPT(PretrainedMixin, nn.Module):
             else:
                 x = torch.cat([x, nxt], dim=1)
         return torch.cat(out, dim=1)
+
+
+def main_embedding(features: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The one vector per object of :meth:`AstroPT.features`: ``joint`` of a multimodal
+    batch, the only modality's otherwise (the embed task's ``embedding`` column)."""
+    return features["joint"] if "joint" in features else next(iter(features.values()))
 
 
 def pooled_width(n_embd: int, pool: str) -> int:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from astropt.model.astropt import AstroPT, pool_tokens
+from astropt.model.astropt import AstroPT, main_embedding
 
 # Linear layers of the transformer blocks that LoRA adapts (not the tokenisers).
 LORA_TARGETS = r".*blocks\.\d+\.(attn\.c_attn|attn\.c_proj|mlp\.c_fc|mlp\.c_proj)"
@@ -19,15 +19,11 @@ LORA_TARGETS = r".*blocks\.\d+\.(attn\.c_attn|attn\.c_proj|mlp\.c_fc|mlp\.c_proj
 def pooled_features(
     model: AstroPT, batch: dict[str, torch.Tensor], layer: int | None = None, pool: str | None = None
 ) -> torch.Tensor:
-    """``(B, n_embd)`` embedding of a batch with gradients (joint over modalities)."""
-    layer = model.config.default_embed_layer if layer is None else layer
-    pool = pool or model.config.embed_pool
-    seq = model.assemble(batch)
-    x = model.run_blocks(seq.x, seq.key_mask, upto=layer)
-    if len(seq.segments) == 1:
-        s = seq.segments[0]
-        return pool_tokens(x[:, s.start : s.start + s.length], pool, batch.get(f"{s.name}_mask"))
-    return pool_tokens(x, "mean", seq.key_mask)
+    """``(B, model.feature_width(pool, names))`` main embedding of a batch, with gradients.
+
+    The same vector as ``AstroPT.embed`` gives (and the embed task stores as ``embedding``).
+    """
+    return main_embedding(model.features(batch, None if layer is None else [layer], pool)[0])
 
 
 class TaskHead(nn.Module):

@@ -22,8 +22,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from astropt.atomic import atomic_path, atomic_write_text
-from astropt.config import ConfigError, ModelConfig, from_dict, to_dict
-from astropt.errors import PretrainedError
+from astropt.config import ModelConfig, from_dict, to_dict
+from astropt.errors import ConfigError, PretrainedError
 from astropt.model import hub, legacy
 from astropt.model.hub import CONFIG_NAME, WEIGHTS_NAME
 from astropt.model.published import conventions_for

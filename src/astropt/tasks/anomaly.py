@@ -17,20 +17,19 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from scipy.stats import rankdata
 from sklearn.metrics import roc_auc_score
 
 from astropt.atomic import atomic_write_text
-from astropt.data.shards import DataError, ShardSet
+from astropt.data.shards import ShardSet
+from astropt.errors import DataError
 from astropt.model import AstroPT
 from astropt.tasks.common import (
     images_for_ids,
-    iter_batches,
     load_model,
+    model_batches,
     open_data,
     rare_flags,
-    tokenize_rows,
     used_modalities,
 )
 from astropt.tasks.embed import load_embeddings
@@ -52,24 +51,13 @@ def knn_scores(vectors: np.ndarray, k: int = 10, metric: str = "cosine") -> np.n
 
 
 @torch.no_grad()
-def object_losses(batch: dict[str, torch.Tensor], model: AstroPT) -> torch.Tensor:
-    """``(B,)`` next-token Huber loss of each object (mean over its real tokens, modalities)."""
-    h, seq = model(batch)
-    per_object = []
-    for pred, target, mask in model.ar_predictions(h, seq, batch).values():
-        elem = F.huber_loss(pred.float(), target.float(), reduction="none").mean(-1)  # (B, n)
-        m = torch.ones_like(elem) if mask is None else mask.to(elem.dtype)
-        per_object.append((elem * m).sum(1) / m.sum(1).clamp(min=1))
-    return torch.stack(per_object).mean(0)
-
-
 def loss_scores(model: AstroPT, data: ShardSet, ids: list[str], batch_size: int = 64) -> np.ndarray:
-    """Per-object model loss, in the order of ``ids``."""
+    """Per-object next-token loss (the training loss of each object), in the order of ``ids``."""
     configs = used_modalities(model, data)
     row_of = {object_id: k for k, object_id in enumerate(data.ids)}
     rows = np.array([row_of[i] for i in ids])
-    out = [object_losses(tokenize_rows(r, configs)[0], model).numpy() for _, r in iter_batches(data, rows, batch_size)]
-    return np.concatenate(out)
+    batches = model_batches(data, rows, batch_size, configs)
+    return np.concatenate([model.loss(batch, per_object=True).numpy() for _, _, batch in batches])
 
 
 def ranking_quality(scores: np.ndarray, truth: np.ndarray, top: int) -> dict[str, float]:

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from astropt.config import ModelConfig
 from astropt.data.shards import ShardSet
 from astropt.model import AstroPT
-from astropt.tasks.common import image_field, iter_batches, tokenize_rows, used_modalities
+from astropt.tasks.common import image_field, iter_batches, model_batches, used_modalities
 from astropt.tasks.embed import embed_batch
 
 log = logging.getLogger(__name__)
@@ -53,8 +53,7 @@ def random_transformer_embeddings(
     model = AstroPT(config).eval()
     configs = used_modalities(model, data)
     out = []
-    for _, rows in iter_batches(data, indices, batch_size):
-        batch, _ = tokenize_rows(rows, configs)
+    for _, _, batch in model_batches(data, indices, batch_size, configs):
         out.append(embed_batch(model, batch)["embedding"])
     return np.concatenate(out)
 

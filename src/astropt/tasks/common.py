@@ -1,14 +1,15 @@
-"""Shared plumbing of the tasks: open data, check it fits the model, batch it, pick a dtype.
+"""Shared plumbing of the tasks: open data, check it fits the model, batch it.
 
 Every task reads a prepared shard folder (or, when the sources package provides
 ``open_source``, any source it understands), checks once before work starts that the data
 matches the model's modalities (fields present, band count, image size), and turns index
-ranges into the model's batch dict with the model's own tokenisers.
+ranges into the model's batch dict through the one batch path of training
+(:func:`astropt.data.loader.rows_to_records` and :class:`~astropt.data.loader.Collator`).
+Device, dtype and ranks come from :mod:`astropt.runtime`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import logging
 import os
@@ -20,8 +21,9 @@ import numpy as np
 import torch
 
 from astropt.config import ModalityConfig
-from astropt.data.shards import MANIFEST, DataError, ShardSet
-from astropt.modalities import Tokens, build_modality
+from astropt.data.loader import Collator, rows_to_records, to_device
+from astropt.data.shards import MANIFEST, ShardSet
+from astropt.errors import DataError
 from astropt.model import AstroPT, load_pretrained
 
 log = logging.getLogger(__name__)
@@ -92,30 +94,6 @@ def used_modalities(model: AstroPT, data: ShardSet, names: list[str] | None = No
     return configs
 
 
-def tokenize_rows(
-    rows: dict[str, Any], modalities: list[ModalityConfig], device: str | torch.device = "cpu"
-) -> tuple[dict[str, torch.Tensor], dict[str, Tokens]]:
-    """Turn a ``ShardSet.get_batch`` result into the model's batch dict (and the raw Tokens)."""
-    n = len(rows["id"])
-    batch: dict[str, torch.Tensor] = {}
-    tokens: dict[str, Tokens] = {}
-    # Whole records: a spectrum also needs its wavelengths, a light curve four arrays and
-    # scalars their labels, so every column of the rows travels to every modality.
-    columns = [k for k in rows if k != "id"]
-    records = [
-        {"id": rows["id"][i], **{k: rows[k][i] for k in columns}, "labels": {k: rows[k][i] for k in columns}}
-        for i in range(n)
-    ]
-    for m in modalities:
-        tok = build_modality(m).tokenize_records(records)
-        tokens[m.name] = tok
-        batch[m.name] = tok.values.to(device)
-        batch[f"{m.name}_positions"] = tok.positions.to(device)
-        if tok.mask is not None:
-            batch[f"{m.name}_mask"] = tok.mask.to(device)
-    return batch, tokens
-
-
 def iter_batches(
     data: ShardSet, indices: np.ndarray, batch_size: int
 ) -> Iterator[tuple[np.ndarray, dict[str, Any]]]:
@@ -125,39 +103,18 @@ def iter_batches(
         yield chunk, data.get_batch(chunk)
 
 
-def cpu_supports_bf16() -> bool:
-    """True when the CPU has native bf16 matrix instructions (AVX512-BF16 or AMX)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def resolve_dtype(dtype: str, device: str | torch.device) -> torch.dtype:
-    """``auto`` -> bf16 where the hardware does it natively, fp32 otherwise."""
-    if dtype == "auto":
-        dev = torch.device(device)
-        if dev.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.bfloat16 if cpu_supports_bf16() else torch.float32
-    table = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-    if dtype not in table:
-        raise ValueError(f"unknown dtype {dtype!r}; choose auto, float32, bfloat16 or float16")
-    return table[dtype]
-
-
-def autocast(device: str | torch.device, dtype: torch.dtype) -> contextlib.AbstractContextManager:
-    """Mixed-precision context for inference (a no-op for float32)."""
-    if dtype == torch.float32:
-        return contextlib.nullcontext()
-    return torch.autocast(torch.device(device).type, dtype=dtype)
-
-
-def resolve_device(device: str) -> str:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
+def model_batches(
+    data: ShardSet,
+    indices: np.ndarray,
+    batch_size: int,
+    modalities: list[ModalityConfig],
+    device: str | torch.device = "cpu",
+) -> Iterator[tuple[np.ndarray, dict[str, Any], dict[str, torch.Tensor]]]:
+    """Yield ``(indices, rows, model batch on device)`` for consecutive chunks of ``indices``."""
+    collate = Collator(modalities)
+    for chunk, rows in iter_batches(data, indices, batch_size):
+        batch, _ = collate(rows_to_records(rows, data.label_names))
+        yield chunk, rows, to_device(batch, device)
 
 
 def is_redshift(name: str) -> bool:

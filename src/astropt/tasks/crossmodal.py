@@ -25,9 +25,10 @@ import torch
 
 from astropt.atomic import atomic_write_text
 from astropt.config import ModalityConfig
-from astropt.data.loader import split_indices
-from astropt.data.shards import DataError, ShardSet
-from astropt.modalities import Tokens, build_modality
+from astropt.data.loader import Collator, batch_of, rows_to_records, split_indices, to_device
+from astropt.data.shards import ShardSet
+from astropt.errors import DataError
+from astropt.modalities import Tokens
 from astropt.model import AstroPT
 from astropt.tasks.common import load_model, open_data
 
@@ -49,16 +50,6 @@ def resolve_modality(model: AstroPT, which: str | None, exclude: str | None = No
     if len(by_kind) == 1:
         return by_kind[0]
     raise ValueError(f"model has no modality {which!r}; it has {[(m.name, m.kind) for m in mods]}")
-
-
-def rows_to_records(rows: dict[str, Any], data: ShardSet) -> list[dict[str, Any]]:
-    """``ShardSet.get_batch`` rows -> Observation records (all array fields and labels)."""
-    arrays, labels = list(data.arrays), data.label_names
-    return [
-        {"id": rows["id"][i], **{k: rows[k][i] for k in arrays if k in rows},
-         "labels": {k: rows[k][i] for k in labels}}
-        for i in range(len(rows["id"]))
-    ]
 
 
 def smooth(x: np.ndarray, valid: np.ndarray, width: int) -> np.ndarray:
@@ -130,12 +121,10 @@ def predict_modality(
     if len(idx) == 0:
         idx = np.arange(len(data))
     idx = idx[:n]
-    records = rows_to_records(data.get_batch(idx), data)
-    given = build_modality(src).tokenize_records(records)
-    truth = build_modality(tgt).tokenize_records(records)
-    batch = {src.name: given.values.to(device), f"{src.name}_positions": given.positions.to(device)}
-    if given.mask is not None:
-        batch[f"{src.name}_mask"] = given.mask.to(device)
+    records = rows_to_records(data.get_batch(idx), data.label_names)
+    tokens = Collator([src, tgt]).tokenize(records)
+    truth = tokens[tgt.name]
+    batch = to_device(batch_of({src.name: tokens[src.name]}), device)
     pred = model.generate(batch, tgt.name, truth.values.shape[1],
                           target_positions=truth.positions.to(device)).float().cpu()
     result: dict[str, Any] = {"source": src.name, "target": tgt.name, "n": len(records),

@@ -25,7 +25,8 @@ import numpy as np
 from astropt.atomic import atomic_write_text
 from astropt.config import RunConfig, config_hash, load_config
 from astropt.data.loader import split_indices
-from astropt.data.shards import DataError, ShardSet
+from astropt.data.shards import ShardSet
+from astropt.errors import DataError
 from astropt.model import load_pretrained
 from astropt.tasks import baselines
 from astropt.tasks.anomaly import anomalies

@@ -27,23 +27,17 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
-import torch.distributed as dist
 from tqdm.auto import tqdm
 
 from astropt.atomic import atomic_path, atomic_write_text
 from astropt.config import config_hash
-from astropt.data.shards import DataError, ShardSet
+from astropt.data.shards import ShardSet
+from astropt.errors import DataError
 from astropt.locks import output_lock
 from astropt.model import AstroPT
-from astropt.tasks.common import (
-    autocast,
-    iter_batches,
-    load_model,
-    resolve_device,
-    resolve_dtype,
-    tokenize_rows,
-    used_modalities,
-)
+from astropt.model.astropt import main_embedding
+from astropt.runtime import autocast, barrier, rank_world, resolve_device, resolve_dtype
+from astropt.tasks.common import load_model, model_batches, used_modalities
 from astropt.tasks.model_data import shards_for
 
 log = logging.getLogger(__name__)
@@ -127,8 +121,9 @@ def embed(
 
     Args:
         layer: block index (default: the model's embedding layer) or ``"all"``.
-        pool: ``mean`` / ``last`` / ``exp_decay`` (default: the model's).
-        dtype: ``auto`` (bf16 where native), ``float32``, ``bfloat16`` or ``float16``.
+        pool: one of ``astropt.config.POOLS`` but ``none`` (default: the model's).
+        dtype: ``auto`` (bf16 where native, else fp32: the training rule of
+            ``astropt.runtime``), ``float32``, ``bfloat16`` or ``float16``.
         part_size: objects per resumable part (memory is bounded by one part).
         modalities: model modalities to feed (default: all of the model's).
         indices: subset of object indices (e.g. a held-out split), in output order.
@@ -152,6 +147,7 @@ def embed(
     all_layers = str(layer) == "all"
     layer = None if all_layers or layer is None else int(layer)
     pool = pool or model.config.embed_pool
+    amp = resolve_dtype(dtype, device)
     meta = {
         "model": config_hash(model.config),
         "weights": _weights_signature(model),
@@ -163,18 +159,18 @@ def embed(
         "layer": "all" if all_layers else (model.config.default_embed_layer if layer is None else layer),
         "pool": pool,
         "modalities": [m.name for m in configs],
-        "dtype": str(resolve_dtype(dtype, device)),
+        "dtype": str(amp).removeprefix("torch."),
     }
-    rank, world = _rank_world()
+    rank, world = rank_world()
     # One writer per output: rank 0 holds the lock (ranks write disjoint parts under it).
     with output_lock(out) if rank == 0 else contextlib.nullcontext():
-        _embed_parts(model, data, configs, indices, out, meta, layer, all_layers, batch_size, dtype, device,
+        _embed_parts(model, data, configs, indices, out, meta, layer, all_layers, batch_size, amp, device,
                      progress, rank, world)
     return out
 
 
 def _embed_parts(model: AstroPT, data: ShardSet, configs: list, indices: np.ndarray, out: Path,
-                 meta: dict[str, Any], layer: int | None, all_layers: bool, batch_size: int, dtype: str,
+                 meta: dict[str, Any], layer: int | None, all_layers: bool, batch_size: int, amp,
                  device: str, progress: bool, rank: int, world: int) -> None:
     """Compute this rank's missing parts, then (rank 0) merge every part into ``out``."""
     pool, part_size = meta["pool"], meta["part_size"]
@@ -184,7 +180,6 @@ def _embed_parts(model: AstroPT, data: ShardSet, configs: list, indices: np.ndar
     todo = [k for k in mine if not _part_complete(parts_dir, k, indices, part_size)]
     if len(todo) < len(mine):
         log.info("resuming: %d of %d parts already done", len(mine) - len(todo), len(mine))
-    amp = resolve_dtype(dtype, device)
     bar = tqdm(total=sum(len(_part_range(k, indices, part_size)) for k in todo), disable=not progress,
                desc=f"embed {out.name}", unit="obj")
     for k in todo:
@@ -194,12 +189,10 @@ def _embed_parts(model: AstroPT, data: ShardSet, configs: list, indices: np.ndar
             pq.write_table(table, str(tmp))
         _part_written(k)
     bar.close()
-    if world > 1:
-        dist.barrier()
+    barrier()
     if rank == 0:
         _merge(parts_dir, out, n_parts, meta)
-    if world > 1:
-        dist.barrier()
+    barrier()
 
 
 def meta_name(model: AstroPT) -> str:
@@ -209,12 +202,6 @@ def meta_name(model: AstroPT) -> str:
 
 def _part_written(k: int) -> None:
     """Hook called after each part is on disk (tests use it to simulate a kill)."""
-
-
-def _rank_world() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
 
 
 def _weights_signature(model: AstroPT) -> str:
@@ -278,8 +265,7 @@ def _embed_part(
     columns: dict[str, list[np.ndarray]] = {}
     ids: list[str] = []
     labels: dict[str, list[np.ndarray]] = {name: [] for name in data.label_names}
-    for _, rows in iter_batches(data, part, batch_size):
-        batch, _ = tokenize_rows(rows, configs, device)
+    for _, rows, batch in model_batches(data, part, batch_size, configs, device):
         for name, vec in embed_batch(model, batch, layer, all_layers, pool, device, amp).items():
             check_finite_rows(vec, rows["id"], f"model {meta_name(model)} on {getattr(data, 'directory', 'data')}")
             columns.setdefault(name, []).append(vec)
@@ -310,17 +296,12 @@ def embed_batch(
     with torch.no_grad(), autocast(device, amp):
         if all_layers:
             per_layer = model.embed_all_layers(batch, pool=pool)
-            return {f"embedding_l{k}": _main(d).float().cpu().numpy() for k, d in enumerate(per_layer)}
+            return {f"embedding_l{k}": main_embedding(d).float().cpu().numpy() for k, d in enumerate(per_layer)}
         out = model.embed(batch, layer=layer, pool=pool)
-    cols = {"embedding": _main(out).float().cpu().numpy()}
+    cols = {"embedding": main_embedding(out).float().cpu().numpy()}
     if len(out) > 1:
         cols.update({f"embedding_{k}": v.float().cpu().numpy() for k, v in out.items() if k != "joint"})
     return cols
-
-
-def _main(out: dict[str, torch.Tensor]) -> torch.Tensor:
-    """The joint embedding of a multimodal model, the only one otherwise."""
-    return out["joint"] if "joint" in out else next(iter(out.values()))
 
 
 def _merge(parts_dir: Path, out: Path, n_parts: int, meta: dict[str, Any]) -> None:

@@ -25,19 +25,18 @@ from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from astropt.atomic import atomic_path, atomic_write_text
-from astropt.data.shards import DataError, ShardSet
+from astropt.data.shards import ShardSet
+from astropt.errors import DataError
 from astropt.locks import writes_to
 from astropt.model import AstroPT, save_pretrained
-from astropt.model.astropt import pooled_width
 from astropt.model.heads import LORA_TARGETS, FinetuneModel, TaskHead
+from astropt.runtime import resolve_device
 from astropt.tasks.common import (
     is_redshift,
-    iter_batches,
     label_vector,
     load_model,
+    model_batches,
     open_data,
-    resolve_device,
-    tokenize_rows,
     used_modalities,
 )
 from astropt.tasks.probe import classification_metrics, is_categorical, regression_metrics
@@ -80,7 +79,7 @@ def _targets(data: ShardSet, names: list[str]) -> tuple[Targets, np.ndarray]:
     return Targets(names, values), valid
 
 
-def split_indices(
+def labelled_splits(
     valid: np.ndarray, test_fraction: float, val_fraction: float, n_labels: int | None, seed: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Seeded train / validation / test split; ``n_labels`` caps the training set."""
@@ -96,7 +95,8 @@ def split_indices(
 
 
 def _prepare_model(model: AstroPT, lora_rank: int, full: bool, n_out: int, layer: int | None,
-                   pool: str | None) -> FinetuneModel:
+                   pool: str | None, names: list[str]) -> FinetuneModel:
+    width = model.feature_width(pool, names)  # before peft: a bad pool fails fast
     if full:
         backbone: torch.nn.Module = model
         for p in model.parameters():
@@ -106,7 +106,6 @@ def _prepare_model(model: AstroPT, lora_rank: int, full: bool, n_out: int, layer
 
         config = LoraConfig(r=lora_rank, lora_alpha=2 * lora_rank, lora_dropout=0.0, target_modules=LORA_TARGETS)
         backbone = get_peft_model(model, config)  # freezes the base weights
-    width = pooled_width(model.config.n_embd, pool or model.config.embed_pool)
     return FinetuneModel(backbone, TaskHead(width, n_out), layer, pool)
 
 
@@ -118,8 +117,7 @@ def _loss(net: FinetuneModel, batch: dict, target: torch.Tensor, classify: bool)
 def _run_epoch(net, data, configs, idx, targets, batch_size, device, opt=None) -> float:
     """One pass over ``idx`` (training if ``opt`` is given); returns the mean loss."""
     total, count = 0.0, 0
-    for chunk, rows in iter_batches(data, idx, batch_size):
-        batch, _ = tokenize_rows(rows, configs, device)
+    for chunk, _, batch in model_batches(data, idx, batch_size, configs, device):
         y = torch.as_tensor(targets.values[chunk], device=device)
         y = y if targets.classify else y.float()
         with torch.set_grad_enabled(opt is not None):
@@ -137,8 +135,7 @@ def _run_epoch(net, data, configs, idx, targets, batch_size, device, opt=None) -
 def _predict(net, data, configs, idx, batch_size, device) -> np.ndarray:
     outs = []
     with torch.no_grad():
-        for _, rows in iter_batches(data, idx, batch_size):
-            batch, _ = tokenize_rows(rows, configs, device)
+        for _, _, batch in model_batches(data, idx, batch_size, configs, device):
             outs.append(net(batch).float().cpu().numpy())
     return np.concatenate(outs)
 
@@ -186,13 +183,13 @@ def finetune(
     data = open_data(data) if not isinstance(data, ShardSet) else data
     configs = used_modalities(model, data)
     tgt, valid = _targets(data, targets)
-    train, val, test = split_indices(valid, test_fraction, val_fraction, n_labels, seed)
+    train, val, test = labelled_splits(valid, test_fraction, val_fraction, n_labels, seed)
     if not tgt.classify:
         tgt.mean, tgt.std = tgt.values[train].mean(0), tgt.values[train].std(0) + 1e-12
         tgt.values = (tgt.values - tgt.mean) / tgt.std
     torch.manual_seed(seed)
     n_out = len(tgt.classes) if tgt.classify else len(targets)
-    net = _prepare_model(model, lora_rank, full, n_out, layer, pool).to(device)
+    net = _prepare_model(model, lora_rank, full, n_out, layer, pool, [m.name for m in configs]).to(device)
     params = [p for p in net.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr or (1e-4 if full else 1e-3), weight_decay=0.01)
     best, best_state, stale, history = float("inf"), None, 0, []

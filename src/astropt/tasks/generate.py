@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from astropt.data.shards import DataError
+from astropt.data.loader import Collator
+from astropt.errors import DataError
 from astropt.modalities import build_modality
 from astropt.model import AstroPT
 from astropt.tasks.common import images_for_ids, load_model, open_data
@@ -50,22 +51,22 @@ def complete_image(
     if not 0.0 < keep < 1.0:
         raise ValueError(f"keep must be in (0, 1), got {keep}")
     mcfg = _image_modality(model, modality)
-    tokenizer = build_modality(mcfg)
-    tokens = tokenizer.tokenize(torch.as_tensor(np.asarray(image, dtype=np.float32)), what="image to complete")
-    n = tokens.values.shape[0]
+    tokenizer = build_modality(mcfg)  # to put the completed tokens back into an image
+    tokens = Collator([mcfg]).tokenize([{"id": "image to complete", mcfg.field: np.asarray(image)}])[mcfg.name]
+    n = tokens.values.shape[1]  # tokens of a batch of one: (1, n, D)
     n_keep = min(n - 1, max(1, int(round(keep * n))))
-    batch = {mcfg.name: tokens.values[None, :n_keep], f"{mcfg.name}_positions": tokens.positions[None, :n_keep]}
+    batch = {mcfg.name: tokens.values[:, :n_keep], f"{mcfg.name}_positions": tokens.positions[:, :n_keep]}
     generator = torch.Generator().manual_seed(seed)
     new = model.generate(batch, mcfg.name, n - n_keep, temperature=temperature, use_cache=use_cache,
-                         generator=generator)[0].float()
-    completed = torch.cat([tokens.values[:n_keep], new])
+                         generator=generator).float()
+    completed = torch.cat([tokens.values[:, :n_keep], new], dim=1)
     kept = tokens.values.clone()
-    kept[n_keep:] = float("nan")
-    truth = tokens.values[n_keep:]
+    kept[:, n_keep:] = float("nan")
+    truth = tokens.values[:, n_keep:]
     return {
-        "original": tokenizer.detokenize(tokens).numpy(),
-        "kept": tokenizer.detokenize(kept, tokens.stats).numpy(),
-        "completed": tokenizer.detokenize(completed, tokens.stats).numpy(),
+        "original": tokenizer.detokenize(tokens)[0].numpy(),
+        "kept": tokenizer.detokenize(kept, tokens.stats)[0].numpy(),
+        "completed": tokenizer.detokenize(completed, tokens.stats)[0].numpy(),
         "n_keep": n_keep,
         "n_tokens": n,
         "mse": float(torch.mean((new - truth) ** 2)),

@@ -11,7 +11,7 @@ import numpy as np
 from sklearn.decomposition import PCA
 from sklearn.preprocessing import StandardScaler
 
-from astropt.data.shards import DataError
+from astropt.errors import DataError
 from astropt.tasks.common import images_for_ids, open_data
 from astropt.tasks.embed import load_embeddings
 

@@ -29,7 +29,7 @@ from sklearn.preprocessing import StandardScaler
 
 from astropt.atomic import atomic_write_text
 from astropt.data.schema import value_type
-from astropt.data.shards import DataError
+from astropt.errors import DataError
 from astropt.tasks.calibration import calibration_metrics, fit_calibrated
 from astropt.tasks.common import is_redshift, label_vector
 from astropt.tasks.embed import Embeddings, load_embeddings

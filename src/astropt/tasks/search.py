@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from astropt.atomic import atomic_path, atomic_write_text
-from astropt.data.shards import DataError
-from astropt.modalities import build_modality
+from astropt.data.loader import Collator
+from astropt.errors import DataError
 from astropt.model import AstroPT
+from astropt.runtime import resolve_dtype
 from astropt.tasks import ann
 from astropt.tasks.common import images_for_ids, load_model, open_data
 from astropt.tasks.embed import Embeddings, embed_batch, load_embeddings
@@ -143,15 +143,15 @@ def read_image_file(path: str | os.PathLike) -> np.ndarray:
 
 
 def embed_image(model: AstroPT, image: np.ndarray, meta: dict[str, Any]) -> np.ndarray:
-    """Embed one image the way the embeddings file was made (layer and pooling from ``meta``)."""
+    """Embed one image the way the embeddings file was made (layer, pooling, dtype from ``meta``)."""
     images = [m for m in model.config.modalities if m.kind == "image"]
     if not images:
         raise DataError("the model has no image modality; cannot embed an image query")
-    tokens = build_modality(images[0]).tokenize(torch.as_tensor(image), what="query image")
-    batch = {images[0].name: tokens.values[None], f"{images[0].name}_positions": tokens.positions[None]}
+    batch, _ = Collator(images[:1])([{"id": "query image", images[0].field: image}])
     layer = meta.get("layer")
     layer = None if layer in (None, "all") else int(layer)
-    return embed_batch(model, batch, layer, False, meta.get("pool"))["embedding"]
+    amp = resolve_dtype(meta.get("dtype", "float32"), "cpu")
+    return embed_batch(model, batch, layer, False, meta.get("pool"), "cpu", amp)["embedding"]
 
 
 def search(

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
+
+import torch
 
 from astropt.config import ModelConfig, from_dict
 from astropt.model.astropt import AstroPT
@@ -13,6 +16,15 @@ from astropt.train.figures import plot_losses
 from astropt.train.logging import read_metrics
 
 log = logging.getLogger(__name__)
+
+
+def export_weights(
+    config: ModelConfig, state: dict[str, torch.Tensor], out: str | Path, extra: dict[str, Any]
+) -> Path:
+    """A pretrained folder from a training state dict (keys of the loss module, ``model.*``)."""
+    model = AstroPT(config)
+    model.load_state_dict({k.removeprefix("model."): v for k, v in state.items()})
+    return save_pretrained(model, out, extra=extra)
 
 
 def export(run_dir: str | Path, out: str | Path, step: int | None = None) -> Path:
@@ -26,9 +38,8 @@ def export(run_dir: str | Path, out: str | Path, step: int | None = None) -> Pat
     state = load_latest(run_dir, step)
     if state is None:
         raise ValueError(f"{run_dir}: no checkpoint to export")
-    model = AstroPT(from_dict(ModelConfig, state["config"]["model"]))
-    model.load_state_dict({k.removeprefix("model."): v for k, v in state["model"].items()})
-    save_pretrained(model, out, extra={"run_config": state["config"], "step": state["step"]})
+    config = from_dict(ModelConfig, state["config"]["model"])
+    export_weights(config, state["model"], out, {"run_config": state["config"], "step": state["step"]})
     log.info("exported step %d of %s to %s", state["step"], run_dir, out)
     return Path(out)
 

@@ -13,22 +13,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from astropt.atomic import atomic_path  # noqa: E402
 from astropt.config import ModelConfig  # noqa: E402
+from astropt.data.loader import Collator, batch_of, to_device  # noqa: E402
 from astropt.modalities.base import build_modality  # noqa: E402
 from astropt.model.astropt import AstroPT  # noqa: E402
+from astropt.viz import rgb_composite, save_figure  # noqa: E402  (rgb_composite: re-exported)
 
 log = logging.getLogger(__name__)
-
-
-def rgb_composite(image: np.ndarray) -> np.ndarray:
-    """``(C, H, W)`` -> ``(H, W, 3)`` in [0, 1]: the three reddest bands as R, G, B, asinh-stretched."""
-    c = image.shape[0]
-    channels = [min(2, c - 1), min(1, c - 1), 0]  # e.g. g, r, i -> B, G, R
-    rgb = np.stack([image[i] for i in channels], axis=-1).astype(np.float64)
-    rgb = np.arcsinh(rgb - np.percentile(rgb, 1))
-    top = np.percentile(rgb, 99.5)
-    return np.clip(rgb / top if top > 0 else rgb, 0, 1)
 
 
 @torch.no_grad()
@@ -46,10 +37,10 @@ def reconstructions(
     if image_cfg is None:
         return None
     modality = build_modality(image_cfg)
-    tokens = modality.tokenize_records(records)
+    tokens = Collator([image_cfg]).tokenize(records)[image_cfg.name]
     device = next(model.parameters()).device
-    values = tokens.values.to(device)
-    batch = {image_cfg.name: values, f"{image_cfg.name}_positions": tokens.positions.to(device)}
+    batch = to_device(batch_of({image_cfg.name: tokens}), device)
+    values = batch[image_cfg.name]
     if objective == "mae":
         g = torch.Generator().manual_seed(seed)
         hide = (torch.rand(values.shape[:2], generator=g) < hide_ratio).to(device)
@@ -97,11 +88,9 @@ def reconstruction_figure(
             if j == 0:
                 axes[i, j].text(2, 2, str(records[i]["id"]), color="yellow", fontsize=7)
     fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=90)
+    save_figure(fig, path, dpi=90, tight=False)
     plt.close(fig)
-    return path
+    return Path(path)
 
 
 def plot_losses(rows: list[dict[str, Any]], path: str | Path, title: str = "") -> Path:
@@ -125,8 +114,6 @@ def plot_losses(rows: list[dict[str, Any]], path: str | Path, title: str = "") -
     ax_lr.set_ylabel("lr")
     ax_lr.set_xlabel("step")
     fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
+    save_figure(fig, path, dpi=100, tight=False)
     plt.close(fig)
-    return path
+    return Path(path)

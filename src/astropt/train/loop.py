@@ -23,13 +23,16 @@ from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from astropt.config import ConfigError, RunConfig, save_config, to_dict
-from astropt.data.loader import Collator, ResumableLoader, ShardDataset
-from astropt.data.shards import MANIFEST, DataError
+from astropt.config import RunConfig, save_config, to_dict
+from astropt.data.loader import Collator, ResumableLoader, ShardDataset, to_device
+from astropt.data.shards import MANIFEST
+from astropt.errors import ConfigError, DataError, TrainingError
 from astropt.locks import output_lock
 from astropt.model.astropt import AstroPT
+from astropt.runtime import autocast, resolve_dtype
 from astropt.train import checkpoint as ckpt
 from astropt.train import distributed as dist_utils
+from astropt.train.export import export_weights
 from astropt.train.figures import reconstruction_figure
 from astropt.train.logging import (
     MetricsLogger,
@@ -42,11 +45,6 @@ from astropt.train.optim import build_optimizer, lr_at, set_lr
 log = logging.getLogger(__name__)
 
 RUN_ENTRIES = ("config.yaml", "checkpoints", "metrics.jsonl", "final", "figures", "tensorboard")
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-class TrainingError(ValueError):
-    """Training cannot go on (e.g. a non-finite loss); the message names the step and objects."""
 
 
 class LossModule(torch.nn.Module):
@@ -64,28 +62,10 @@ class LossModule(torch.nn.Module):
 
 
 def check_config(cfg: RunConfig) -> None:
-    """Cross-section checks, before any work. The objective must match the attention."""
-    want = "full" if cfg.train.objective == "mae" else "causal"
-    if cfg.model.attn != want:
-        raise ConfigError(
-            f"train.objective={cfg.train.objective!r} needs model.attn={want!r} "
-            f"(got {cfg.model.attn!r}); set model.attn={want}"
-        )
+    """Checks of a valid config against this machine, before any work (the config's own
+    cross-section checks ran when it was built)."""
     if cfg.train.dtype == "float16" and not torch.cuda.is_available():
         raise ConfigError("train.dtype=float16 needs a CUDA device; use bfloat16 on the CPU")
-
-
-def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
-    """``auto``: bf16 where the hardware has it (CUDA with bf16; CPUs with AVX512-BF16/AMX), else fp32."""
-    if name != "auto":
-        return DTYPES[name]
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        flags = ""
-    return torch.bfloat16 if ("avx512_bf16" in flags or "amx_bf16" in flags) else torch.float32
 
 
 def prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
@@ -220,17 +200,13 @@ def gradient_sync(module: torch.nn.Module, enabled: bool) -> Iterator[None]:
         yield
 
 
-def _to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
-    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-
-
 def compute_loss(c: Components, batch: dict[str, torch.Tensor], seed: list[int]) -> torch.Tensor:
     t = c.cfg.train
     hide = None
     if t.objective == "mae":
         names = [m.name for m in c.cfg.model.modalities if m.name in batch]
         hide = hide_masks(batch, names, t.mask_ratio, seed)
-    with torch.autocast(c.info.device.type, dtype=c.dtype, enabled=c.dtype != torch.float32):
+    with autocast(c.info.device, c.dtype):
         return c.wrapped(batch, t.objective, hide, t.norm_targets)
 
 
@@ -243,7 +219,7 @@ def train_step(c: Components, batches: Iterator, step: int) -> float:
     for micro in range(t.grad_accum):
         batch, ids = next(batches)
         with gradient_sync(c.parallel, micro == t.grad_accum - 1):
-            loss = compute_loss(c, _to_device(batch, c.info.device), [t.seed, step, micro, c.info.rank])
+            loss = compute_loss(c, to_device(batch, c.info.device), [t.seed, step, micro, c.info.rank])
             c.scaler.scale(loss / t.grad_accum).backward()
         total += loss.detach()
         seen.append((ids, loss.detach(), batch))
@@ -293,7 +269,7 @@ def eval_step(c: Components) -> float:
     total = torch.zeros((), device=c.info.device)
     for i in range(n):
         batch, _ = next(batches)
-        total += compute_loss(c, _to_device(batch, c.info.device), [c.cfg.train.seed, -1, i, c.info.rank]).float()
+        total += compute_loss(c, to_device(batch, c.info.device), [c.cfg.train.seed, -1, i, c.info.rank]).float()
     c.wrapped.train()
     return dist_utils.mean_across_ranks(total / max(n, 1)).item()
 
@@ -384,15 +360,11 @@ def fit(c: Components, start: int) -> None:
 
 def export_final(c: Components) -> Path:
     """Write ``RUN_DIR/final`` (safetensors + config.json) from the full, gathered weights."""
-    from astropt.model.io import save_pretrained
-
     options = StateDictOptions(full_state_dict=True, cpu_offload=True)
     model_state, _ = get_state_dict(c.core, c.optimizer, options=options)
     final = c.run_dir / "final"
     if c.info.is_main:
-        model = AstroPT(c.cfg.model)
-        model.load_state_dict({k.removeprefix("model."): v for k, v in model_state.items()})
-        save_pretrained(model, final, extra={"run_config": to_dict(c.cfg)})
+        export_weights(c.cfg.model, model_state, final, {"run_config": to_dict(c.cfg)})
     dist_utils.barrier()
     return final
 

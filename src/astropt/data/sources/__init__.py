@@ -18,8 +18,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from astropt.data.shards import DataError
-from astropt.data.sources.base import BadArray, ObjectError, Source, SourceConfig
+from astropt.data.sources.base import Source, SourceConfig
 from astropt.data.sources.catalog import PATH_NAMES, CatalogSource, is_table
 from astropt.data.sources.cutouts import CutoutSource
 from astropt.data.sources.files import is_npy, open_folder
@@ -28,6 +27,7 @@ from astropt.data.sources.hdf5 import HDF5Source
 from astropt.data.sources.hf import HUB_ID, HFSource, is_hf_folder
 from astropt.data.sources.numpy_source import NumpySource
 from astropt.data.sources.raster import is_raster
+from astropt.errors import BadArray, DataError, ObjectError
 
 __all__ = ["BadArray", "ObjectError", "Source", "SourceConfig", "detect_kind", "open_source"]
 

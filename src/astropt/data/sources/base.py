@@ -15,8 +15,7 @@ from dataclasses import field as _field
 from pathlib import Path
 from typing import Any, Literal
 
-from astropt.config import ConfigError
-from astropt.data.shards import DataError
+from astropt.errors import BadArray, ConfigError, DataError, ObjectError  # noqa: F401  (re-exported)
 from astropt.fingerprint import digest, tree_stamps
 
 LABEL_TYPES = ("float64", "int64", "string")
@@ -112,22 +111,6 @@ class SourceConfig:
         bad = {k: v for k, v in self.label_types.items() if v not in LABEL_TYPES}
         if bad:
             raise ConfigError(f"source.label_types {bad}: each type must be one of {list(LABEL_TYPES)}")
-
-
-class ObjectError(DataError):
-    """One object could not be read; carries its id, file and the reason."""
-
-    def __init__(self, obj_id: str, file: str | os.PathLike, reason: str):
-        self.obj_id, self.file, self.reason = str(obj_id), str(file), reason
-        super().__init__(f"object {self.obj_id!r} ({self.file}): {reason}")
-
-    def __reduce__(self) -> tuple:
-        # Picklable with its fields, so worker processes can send it back.
-        return (type(self), (self.obj_id, self.file, self.reason))
-
-
-class BadArray(ValueError):
-    """An array cannot become an observation (the message is the reason)."""
 
 
 def describe(exc: BaseException) -> str:

@@ -15,9 +15,9 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
-from astropt.data.shards import DataError
 from astropt.data.sources.base import SourceConfig, describe
 from astropt.data.sources.files import FileListSource
+from astropt.errors import DataError
 
 PATH_NAMES = ("path", "file", "filename", "file_name", "image_path", "image_file", "cutout")
 TABLE_SUFFIXES = (".csv", ".parquet", ".pq", ".tsv")

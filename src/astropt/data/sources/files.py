@@ -14,11 +14,11 @@ from typing import Any
 
 import numpy as np
 
-from astropt.data.shards import DataError
-from astropt.data.sources.base import ObjectError, Source, SourceConfig, describe, limited
+from astropt.data.sources.base import Source, SourceConfig, describe, limited
 from astropt.data.sources.fits import band_files, fits_stem, is_fits, read_fits
 from astropt.data.sources.preprocess import finish_record
 from astropt.data.sources.raster import is_raster, read_raster
+from astropt.errors import DataError, ObjectError
 from astropt.fingerprint import digest, file_stamp
 
 log = logging.getLogger(__name__)

@@ -17,7 +17,7 @@ from astropy.io import fits
 from astropy.utils.exceptions import AstropyUserWarning
 
 from astropt.data.sources.base import SourceConfig
-from astropt.data.sources.preprocess import BadArray
+from astropt.errors import BadArray
 
 FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fits.fz", ".fz")
 

@@ -16,9 +16,9 @@ from typing import Any
 
 import h5py
 
-from astropt.data.shards import DataError
-from astropt.data.sources.base import ObjectError, Source, SourceConfig, describe, limited
+from astropt.data.sources.base import Source, SourceConfig, describe, limited
 from astropt.data.sources.preprocess import finish_record
+from astropt.errors import DataError, ObjectError
 
 IMAGE_NAMES = ("image", "images", "cutouts", "data", "x")
 

@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from astropt.data.shards import DataError
-from astropt.data.sources.base import ObjectError, Result, Source, SourceConfig, describe, limited
+from astropt.data.sources.base import Result, Source, SourceConfig, describe, limited
 from astropt.data.sources.preprocess import finish_record
 from astropt.data.sources.raster import pil_to_array
+from astropt.errors import DataError, ObjectError
 
 if TYPE_CHECKING:
     import datasets

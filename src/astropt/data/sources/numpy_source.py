@@ -12,9 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from astropt.data.shards import DataError
-from astropt.data.sources.base import ObjectError, Source, SourceConfig, describe, limited
+from astropt.data.sources.base import Source, SourceConfig, describe, limited
 from astropt.data.sources.preprocess import finish_record
+from astropt.errors import DataError, ObjectError
 
 IMAGE_KEYS = ("image", "images", "x", "arr_0")
 

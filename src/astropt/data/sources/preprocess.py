@@ -11,7 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from astropt.data.sources.base import BadArray, SourceConfig
+from astropt.data.sources.base import SourceConfig
+from astropt.errors import BadArray
 
 __all__ = ["BadArray", "finish_record", "prepare_image", "center_crop_pad", "stretch", "to_chw"]
 

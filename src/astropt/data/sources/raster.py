@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from astropt.data.sources.preprocess import BadArray
+from astropt.errors import BadArray
 
 RASTER_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp")
 GREY_MODES = {"1", "L", "I", "I;16", "I;16B", "I;16L", "F"}

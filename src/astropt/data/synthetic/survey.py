@@ -20,7 +20,9 @@ About ``rare_fraction`` of the objects are rare classes (``kind`` label): strong
 a bright star overlapping the galaxy, an edge-on dust-lane disk, a merger pair.
 
 Everything is deterministic in (seed, object index): the same survey for any worker count.
-The distributions are documented in :mod:`astropt.data.synthetic_params` and the README.
+The distributions are documented in :mod:`astropt.data.synthetic.params` and the README.
+:func:`synthesize` writes a survey through the one shard writer, ``prepare``, fed by
+:class:`~astropt.data.synthetic.source.SyntheticSource`.
 """
 
 from __future__ import annotations
@@ -30,7 +32,6 @@ import hashlib
 import json
 import logging
 import math
-import multiprocessing
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,24 +40,17 @@ from typing import Any
 import numpy as np
 from scipy.optimize import brentq
 from scipy.special import gammainc, gammaincinv
-from tqdm import tqdm
 
-from astropt.atomic import atomic_write_text
-from astropt.config import ConfigError, ModelConfig
-from astropt.data import galsim_templates as gt
+from astropt.config import ModelConfig
 from astropt.data.shards import (
     MANIFEST,
-    SHARD_DIR,
     ArraySpec,
-    DataError,
     Manifest,
-    finalize,
-    shard_entry,
-    write_shard,
 )
-from astropt.data.synthetic_params import SED_NAMES, Galaxy, draw_galaxy, draw_kind
-from astropt.data.synthetic_rare import rare_components
-from astropt.data.synthetic_render import (
+from astropt.data.synthetic import templates as gt
+from astropt.data.synthetic.params import SED_NAMES, Galaxy, draw_galaxy, draw_kind
+from astropt.data.synthetic.rare import rare_components
+from astropt.data.synthetic.render import (
     SPECTRUM_WAVE,
     add_image_noise,
     add_spectrum_noise,
@@ -65,12 +59,12 @@ from astropt.data.synthetic_render import (
     photometry,
     psf_profile,
 )
+from astropt.errors import ConfigError, DataError
 from astropt.locks import writes_to
 
 log = logging.getLogger(__name__)
 
 GENERATOR_VERSION = 2  # bump when the rendering changes: invalidates cached surveys
-SETTINGS_FILE = "synthetic.json"  # written first; lets an interrupted run resume safely
 
 
 @dataclass
@@ -240,69 +234,6 @@ def array_specs(cfg: SurveyConfig) -> dict[str, ArraySpec]:
     return specs
 
 
-def _label_types(labels: dict[str, Any]) -> dict[str, str]:
-    def kind(v: Any) -> str:
-        return "string" if isinstance(v, str) else "int64" if isinstance(v, int) else "float64"
-
-    return {name: kind(value) for name, value in labels.items()}
-
-
-def render_shard(out: str, shard: int, cfg: SurveyConfig) -> dict[str, Any]:
-    """Render and atomically write shard ``shard``; returns its manifest entry."""
-    start = shard * cfg.rows_per_shard
-    stop = min(cfg.n, start + cfg.rows_per_shard)
-    records = [render_object(i, cfg.seed, cfg) for i in range(start, stop)]
-    return write_shard(out, shard, records, array_specs(cfg))
-
-
-def _render_shard_task(args: tuple[str, int, SurveyConfig]) -> tuple[int, dict[str, Any]]:
-    out, shard, cfg = args
-    return shard, render_shard(out, shard, cfg)
-
-
-def _claim(out: Path, cfg: SurveyConfig, digest: str) -> None:
-    """Make ``out`` ours: new/empty, or an unfinished survey with the same settings."""
-    settings = out / SETTINGS_FILE
-    if settings.is_file():
-        try:
-            previous = json.loads(settings.read_text()).get("config_hash")
-        except json.JSONDecodeError:
-            previous = None
-        if previous != digest:
-            raise DataError(
-                f"{out}: holds an unfinished synthetic survey made with other settings; "
-                "rerun with the same settings to resume, or delete the folder")
-        for stale in (out / SHARD_DIR).glob(".part-*.tmp"):  # left by a killed writer
-            stale.unlink(missing_ok=True)
-        return
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise DataError(f"{out}: exists and is not a synthetic survey folder; choose a new or empty one")
-    source = {"config_hash": digest, "version": GENERATOR_VERSION, **dataclasses.asdict(cfg)}
-    atomic_write_text(settings, json.dumps(source, indent=2))
-
-
-def _run_shards(out: Path, cfg: SurveyConfig, todo: list[int], workers: int,
-                progress: bool) -> dict[int, dict[str, Any]]:
-    """Render the shards ``todo``, in parallel when ``workers > 1``, with a progress bar."""
-    entries: dict[int, dict[str, Any]] = {}
-    tasks = [(str(out), shard, cfg) for shard in todo]
-    rows = sum(min(cfg.rows_per_shard, cfg.n - s * cfg.rows_per_shard) for s in todo)
-    with tqdm(total=rows, unit="gal", desc="synthesising", disable=not progress) as bar:
-        if workers <= 1 or len(tasks) <= 1:
-            results = map(_render_shard_task, tasks)
-            for shard, entry in results:
-                entries[shard] = entry
-                bar.update(entry["rows"])
-        else:
-            # spawn: safe with threads (torch, FFTW) in the parent on every platform.
-            context = multiprocessing.get_context("spawn")
-            with context.Pool(min(workers, len(tasks))) as pool:
-                for shard, entry in pool.imap_unordered(_render_shard_task, tasks):
-                    entries[shard] = entry
-                    bar.update(entry["rows"])
-    return entries
-
-
 @writes_to("out")
 def synthesize(
     out: str | os.PathLike,
@@ -320,8 +251,8 @@ def synthesize(
 ) -> Manifest:
     """Render a synthetic survey of ``n`` objects into the prepared-shard folder ``out``.
 
-    Deterministic in ``seed`` for any ``workers``. Resumable: finished shards of an
-    interrupted run with the same settings are kept. If ``out`` already holds the complete
+    Deterministic in ``seed`` for any ``workers``. Resumable (by ``prepare``): finished
+    shards of an interrupted run with the same settings are kept. If ``out`` already holds the complete
     survey with these settings it is returned at once (a cache). ``bands`` may also be a
     list of band names (None: ``griz``). Raises ``ConfigError`` for invalid settings and
     ``DataError`` if ``out`` holds something else, before writing anything.
@@ -339,24 +270,17 @@ def synthesize(
             log.info("%s already holds this synthetic survey (%d objects)", out, manifest.n_objects)
             return manifest
         raise DataError(f"{out}: holds a dataset made with other settings; choose another folder or delete it")
-    _claim(out, cfg, digest)
-    entries: dict[int, dict[str, Any]] = {}
-    for shard in range(cfg.n_shards):
-        entry = shard_entry(out, shard)
-        if entry is not None and entry["rows"] == min(cfg.rows_per_shard, cfg.n - shard * cfg.rows_per_shard):
-            entries[shard] = entry
-    todo = [s for s in range(cfg.n_shards) if s not in entries]
-    if entries:
-        log.info("resuming %s: %d of %d shards already written", out, len(entries), cfg.n_shards)
-    entries.update(_run_shards(out, cfg, todo, workers, progress))
-    labels = _label_types(render_object(0, cfg.seed, cfg)["labels"])
-    source = {"kind": "synthetic", "generator_version": GENERATOR_VERSION, **dataclasses.asdict(cfg)}
-    return finalize(out, [entries[s] for s in range(cfg.n_shards)], array_specs(cfg), labels,
-                    source=source, config_hash=digest)
+    if out.exists() and not out.is_dir():
+        raise DataError(f"{out}: exists and is not a folder; choose a new or empty one")
+    from astropt.data.prepare import prepare
+    from astropt.data.synthetic.source import SyntheticSource
+
+    return prepare(SyntheticSource(cfg), out, rows_per_shard=cfg.rows_per_shard, workers=workers,
+                   progress=progress, arrays=array_specs(cfg), config_hash=digest)
 
 
 def preview(dataset_dir: str | os.PathLike, out_png: str | os.PathLike, n: int = 16) -> Path:
     """Write a PNG grid of ``n`` example galaxies (asinh RGB composites with labels)."""
-    from astropt.data.synthetic_preview import preview as _preview
+    from astropt.data.synthetic.gallery import preview as _preview
 
     return _preview(dataset_dir, out_png, n)

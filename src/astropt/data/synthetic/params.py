@@ -1,7 +1,7 @@
 """Physical parameters of synthetic galaxies: the distributions the survey draws from.
 
 Every number here is a documented modelling choice (see the README table "The synthetic
-survey"); the rendering in :mod:`astropt.data.synthetic_render` only turns these
+survey"); the rendering in :mod:`astropt.data.synthetic.render` only turns these
 parameters into pixels, spectra and magnitudes.
 
 Drawing order per galaxy: apparent r magnitude (number counts) -> redshift given magnitude
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from astropt.data.galsim_templates import ALL_BANDS, SED_NAMES, Tables
+from astropt.data.synthetic.templates import ALL_BANDS, SED_NAMES, Tables
 
 MAG_RANGE = (17.0, 24.0)
 COUNTS_SLOPE = 0.15  # dN/dm ~ 10**(0.15 m): flatter than real counts (~0.35) so that

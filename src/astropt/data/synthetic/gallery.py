@@ -1,9 +1,9 @@
 """A PNG grid of example galaxies of a prepared survey, with their labels.
 
-Colour composites from three bands (reddest as red) with the asinh stretch of Lupton et
-al. (2004) (``astropy.visualization.make_lupton_rgb``), each stamp scaled to its own
-brightness so faint galaxies stay visible; the title gives redshift, r magnitude,
-bulge fraction, disk template and kind.
+Colour composites by the package's one :func:`astropt.viz.rgb_composite` (reddest band as
+red, asinh stretch, each stamp scaled to its own brightness so faint galaxies stay
+visible), with per-band weights that make a flat-spectrum source white; the title gives
+redshift, r magnitude, bulge fraction, disk template and kind.
 """
 
 from __future__ import annotations
@@ -14,34 +14,13 @@ from pathlib import Path
 import numpy as np
 
 from astropt.atomic import atomic_path
-from astropt.data.shards import DataError, ShardSet
+from astropt.data.shards import ShardSet
+from astropt.errors import DataError
+from astropt.viz import rgb_composite
 
 # Per-band weights that make a flat-spectrum (in f_nu) source look white, as in the
 # Legacy Survey viewer.
 RGB_WEIGHTS = {"u": 2.5, "g": 1.7, "r": 1.0, "i": 0.75, "z": 0.6, "y": 0.5}
-
-
-def _rgb_bands(bands: str) -> list[int]:
-    """Channel indices used as (R, G, B): i, r, g if present, else the reddest three."""
-    if all(b in bands for b in "gri"):
-        return [bands.index(b) for b in "irg"]
-    if len(bands) >= 3:
-        return [len(bands) - 1 - k for k in range(3)]
-    return [len(bands) - 1, 0, 0]
-
-
-def rgb_image(image: np.ndarray, bands: str) -> np.ndarray:
-    """``(C, H, W)`` nMgy image -> ``(H, W, 3)`` uint8 asinh composite."""
-    from astropy.visualization import make_lupton_rgb
-
-    channels = [image[c] * RGB_WEIGHTS.get(bands[c], 1.0) for c in _rgb_bands(bands)]
-    mean = np.mean(channels, axis=0)
-    # Scale to the galaxy, not to the noise: a high percentile of the 3x3-smoothed light.
-    padded = np.pad(mean, 1, mode="edge")
-    smooth = sum(padded[i:i + mean.shape[0], j:j + mean.shape[1]] for i in range(3) for j in range(3)) / 9
-    peak = float(np.percentile(smooth, 99.5))
-    stretch = max(peak, 1e-6) * 0.5
-    return make_lupton_rgb(*channels, minimum=0.0, stretch=stretch, Q=6)
 
 
 def _pick(shards: ShardSet, n: int) -> np.ndarray:
@@ -78,7 +57,8 @@ def preview(dataset_dir: str | os.PathLike, out_png: str | os.PathLike, n: int =
     fig = Figure(figsize=(2.2 * cols, 2.5 * rows))
     for k in range(len(idx)):
         ax = fig.add_subplot(rows, cols, k + 1)
-        ax.imshow(rgb_image(batch["image"][k], bands), origin="lower")
+        weights = [RGB_WEIGHTS.get(b, 1.0) for b in bands] if len(bands) == batch["image"].shape[1] else None
+        ax.imshow(rgb_composite(batch["image"][k], weights=weights), origin="lower")
         ax.set_xticks([])
         ax.set_yticks([])
         get = {name: batch[name][k] for name in ("redshift", "mag_r", "bulge_fraction", "disk_sed", "kind")

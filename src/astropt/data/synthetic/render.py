@@ -17,7 +17,8 @@ from dataclasses import dataclass
 import galsim
 import numpy as np
 
-from astropt.data.galsim_templates import (
+from astropt.data.synthetic.params import KNOT_HALPHA_EW, R_BAND, Galaxy
+from astropt.data.synthetic.templates import (
     ALL_BANDS,
     H_ALPHA,
     SED_NAMES,
@@ -27,7 +28,6 @@ from astropt.data.galsim_templates import (
     line_profiles,
     template_spectrum,
 )
-from astropt.data.synthetic_params import KNOT_HALPHA_EW, R_BAND, Galaxy
 
 # Survey depth, HSC-Wide/LSST-like: dark-sky brightness (AB mag/arcsec^2) and 5-sigma
 # point-source depth at 1" seeing, per band. Together they fix sky noise and the gain.

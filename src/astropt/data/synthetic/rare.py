@@ -23,9 +23,8 @@ import dataclasses
 import galsim
 import numpy as np
 
-from astropt.data.galsim_templates import SED_NAMES, Tables
-from astropt.data.synthetic_params import Galaxy, draw_galaxy
-from astropt.data.synthetic_render import (
+from astropt.data.synthetic.params import Galaxy, draw_galaxy
+from astropt.data.synthetic.render import (
     GSPARAMS,
     SPECTRUM_WAVE,
     Component,
@@ -33,6 +32,7 @@ from astropt.data.synthetic_render import (
     sed_component,
     star_component,
 )
+from astropt.data.synthetic.templates import SED_NAMES, Tables
 
 IM = SED_NAMES.index("Im")
 

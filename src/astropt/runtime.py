@@ -1,0 +1,167 @@
+"""Where and how a process runs: device, dtype, autocast, rank/world and the process group.
+
+The one place that training and every task ask these questions, so that they get the same
+answers:
+
+- :func:`resolve_device`: ``auto`` -> this process's CUDA device when there is one, else the CPU.
+- :func:`resolve_dtype`: ``auto`` -> bf16 where the hardware computes it natively (a CUDA GPU
+  with bf16; a CPU with AVX512-BF16 or AMX), else fp32. Never fp16: its narrow range
+  (max 65504) overflows activations that bf16 and fp32 hold, training in fp16 needs a
+  gradient scaler, and an embedding should be computed at the precision the model was
+  trained at. ``float16`` is therefore only used when asked for by name.
+- :func:`autocast`: the mixed-precision context of a dtype (a no-op for fp32).
+- :func:`setup` / :func:`teardown`: under ``torchrun`` (``RANK``/``WORLD_SIZE``/``LOCAL_RANK``
+  in the environment) the process group is initialised with NCCL on GPUs and Gloo on CPUs.
+  Both are idempotent: a second ``setup`` reuses the group, and ``teardown`` only destroys a
+  group that ``setup`` created, so a task can be called inside a caller's group.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from astropt.config import DTYPE_NAMES
+
+log = logging.getLogger(__name__)
+
+DTYPES = {name: getattr(torch, name) for name in DTYPE_NAMES if name != "auto"}
+"""Dtypes by the names configs and the CLI use (besides ``auto``)."""
+
+_owned_group = False  # True when setup() created the process group (teardown destroys it)
+
+
+# ----------------------------------------------------------------------------- device, dtype
+
+
+def cpu_supports_bf16() -> bool:
+    """True when the CPU has native bf16 matrix instructions (AVX512-BF16 or AMX)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_device(name: str | torch.device = "auto", local_rank: int = 0) -> torch.device:
+    """``auto`` -> this process's CUDA device when there is one, else the CPU.
+
+    A CUDA device without an index becomes ``cuda:<local_rank>`` and is made current.
+
+    Raises:
+        ValueError: a CUDA device is asked for on a machine without one.
+    """
+    if str(name) == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {str(name)!r} asked for but no CUDA device is available; use cpu or auto")
+        if device.index is None:
+            device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    return device
+
+
+def resolve_dtype(name: str, device: str | torch.device) -> torch.dtype:
+    """The compute dtype of ``name`` on ``device`` (see the module docstring for ``auto``)."""
+    if name == "auto":
+        if torch.device(device).type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
+        return torch.bfloat16 if cpu_supports_bf16() else torch.float32
+    if name not in DTYPES:
+        raise ValueError(f"unknown dtype {name!r}; choose auto, {', '.join(DTYPES)}")
+    return DTYPES[name]
+
+
+def autocast(device: str | torch.device, dtype: torch.dtype) -> contextlib.AbstractContextManager:
+    """Mixed-precision context for ``dtype`` on ``device`` (a no-op for float32)."""
+    if dtype == torch.float32:
+        return contextlib.nullcontext()
+    return torch.autocast(torch.device(device).type, dtype=dtype)
+
+
+# ----------------------------------------------------------------------------- ranks
+
+
+@dataclass
+class DistInfo:
+    """Where this process sits: its rank, the world size and its device."""
+
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def setup(device: str | torch.device = "auto") -> DistInfo:
+    """Initialise the process group when launched by torchrun; return this process's place.
+
+    Gloo on CPUs, NCCL on GPUs. An existing group (a second call, or the caller's) is reused.
+    """
+    global _owned_group
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    dev = resolve_device(device, local_rank)
+    if dist.is_available() and dist.is_initialized():
+        return DistInfo(dist.get_rank(), local_rank, dist.get_world_size(), dev)
+    if world_size > 1:
+        backend = "nccl" if dev.type == "cuda" else "gloo"
+        dist.init_process_group(backend=backend, rank=rank, world_size=world_size)
+        _owned_group = True
+        log.info("process group: rank %d of %d, backend %s, device %s", rank, world_size, backend, dev)
+    return DistInfo(rank, local_rank, world_size, dev)
+
+
+def teardown() -> None:
+    """Destroy the process group if :func:`setup` created it (otherwise nothing)."""
+    global _owned_group
+    if _owned_group and dist.is_initialized():
+        dist.destroy_process_group()
+    _owned_group = False
+
+
+def rank_world() -> tuple[int, int]:
+    """``(rank, world_size)`` of this process (``(0, 1)`` without a process group)."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def barrier() -> None:
+    """Wait for every rank (nothing without a process group)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def mean_across_ranks(value: torch.Tensor) -> torch.Tensor:
+    """Average a scalar tensor over ranks (identity in one process)."""
+    if dist.is_available() and dist.is_initialized():
+        value = value.detach().clone()
+        dist.all_reduce(value, op=dist.ReduceOp.SUM)
+        value /= dist.get_world_size()
+    return value
+
+
+def gather_objects(obj: object) -> list[object]:
+    """Every rank's ``obj``, in rank order (``[obj]`` in one process)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return [obj]
+    out: list[object] = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out

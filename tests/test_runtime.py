@@ -1,0 +1,73 @@
+"""One answer to "where and how do I run": device, dtype, autocast, rank/world, process group."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from fake_records import records_for
+
+from astropt import runtime
+from astropt.config import ModalityConfig, ModelConfig
+from astropt.data.shards import ArraySpec, finalize, write_shard
+from astropt.model.astropt import AstroPT
+from astropt.tasks.embed import embed, load_embeddings
+from astropt.train import loop
+
+
+@pytest.mark.parametrize("native_bf16", [True, False])
+def test_embed_on_a_cuda_less_host_picks_the_training_dtype(native_bf16, monkeypatch, tmp_path):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(runtime, "cpu_supports_bf16", lambda: native_bf16)
+    config = ModelConfig(n_layer=2, n_head=2, n_embd=16, block_size=16,
+                         modalities=[ModalityConfig(image_size=8, patch_size=4, n_channels=2)])
+    records = records_for(config, 4)
+    arrays = {"image": ArraySpec([2, 8, 8])}
+    finalize(tmp_path / "d", [write_shard(tmp_path / "d", 0, records, arrays)], arrays, {"redshift": "float64"})
+    out = embed(AstroPT(config), tmp_path / "d", tmp_path / "e.parquet", dtype="auto", progress=False)
+    trained = loop.resolve_dtype("auto", runtime.resolve_device("auto"))
+    assert load_embeddings(out).meta["dtype"] == str(trained).removeprefix("torch.")
+    assert trained == (torch.bfloat16 if native_bf16 else torch.float32)
+
+
+@pytest.mark.parametrize("bf16", [True, False])
+def test_auto_dtype_on_cuda_is_bf16_or_fp32_never_fp16(bf16, monkeypatch):
+    """Training and inference share one rule; fp16 (narrow range) is only ever asked for."""
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16)
+    want = torch.bfloat16 if bf16 else torch.float32
+    assert runtime.resolve_dtype("auto", torch.device("cuda")) == want
+    assert loop.resolve_dtype("auto", torch.device("cuda")) == want
+
+
+def test_named_dtypes_and_a_clear_error():
+    assert runtime.resolve_dtype("float16", "cpu") == torch.float16
+    assert runtime.resolve_dtype("bfloat16", "cpu") == torch.bfloat16
+    with pytest.raises(ValueError, match="float64.*auto, float32, bfloat16, float16"):
+        runtime.resolve_dtype("float64", "cpu")
+
+
+def test_autocast_is_a_no_op_in_fp32():
+    with runtime.autocast("cpu", torch.float32):
+        y = torch.ones(2, 2, dtype=torch.float32) @ torch.ones(2, 2)
+    assert y.dtype == torch.float32
+    with runtime.autocast("cpu", torch.bfloat16):
+        z = torch.ones(2, 2) @ torch.ones(2, 2)
+    assert z.dtype == torch.bfloat16
+
+
+def test_process_group_setup_is_idempotent_in_one_process(monkeypatch):
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(key, raising=False)
+    first = runtime.setup("cpu")
+    again = runtime.setup("cpu")
+    assert (first.rank, first.world_size, first.device) == (again.rank, again.world_size, again.device) == (
+        0, 1, torch.device("cpu"))
+    assert runtime.rank_world() == (0, 1)
+    runtime.teardown()
+    runtime.teardown()  # a second teardown is harmless
+
+
+def test_resolve_device_refuses_cuda_without_a_gpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert runtime.resolve_device("auto") == torch.device("cpu")
+    with pytest.raises(ValueError, match="no CUDA device"):
+        runtime.resolve_device("cuda")
