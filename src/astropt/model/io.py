@@ -26,6 +26,9 @@ from astropt.config import ConfigError, ModelConfig, from_dict, to_dict
 from astropt.errors import PretrainedError
 from astropt.model import hub, legacy
 from astropt.model.hub import CONFIG_NAME, WEIGHTS_NAME
+
+LLM_FILES = "llm"
+"""Folder beside the weights with an LLM backbone's config and tokenizer."""
 from astropt.model.published import conventions_for
 
 log = logging.getLogger(__name__)
@@ -76,7 +79,8 @@ class PretrainedMixin:
         if ref is not None:
             config, extra = conventions_for(ref, config, extra)
             extra.setdefault("source", {"repo_id": ref.repo_id, "path": ref.path, "revision": ref.revision})
-        model = cls(config)
+        llm_files = path / LLM_FILES if path.is_dir() else path.parent / LLM_FILES
+        model = cls(config, llm_files=llm_files) if llm_files.is_dir() else cls(config)
         load_state_strict(model, state, str(path))
         model.pretrained_extra = extra
         model.to(map_location)
@@ -123,6 +127,9 @@ def save_pretrained(model: torch.nn.Module, directory: str | os.PathLike, extra:
     if extra:
         meta["extra"] = extra
     atomic_write_text(directory / CONFIG_NAME, json.dumps(meta, indent=2))
+    save_files = getattr(model, "save_backbone_files", None)
+    if save_files is not None:  # an LLM backbone's config and tokenizer
+        save_files(directory)
     return directory
 
 
