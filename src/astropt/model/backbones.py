@@ -99,7 +99,7 @@ class LLMBackbone(nn.Module):
         self.config = config
         names = [m.name for m in config.modalities]
         if files is not None:
-            self.tokenizer, model = _from_files(Path(files))
+            self.tokenizer, model = _from_files(str(files))
         elif config.llm.model_name:
             self.tokenizer, model = _from_hub(config)
         else:
@@ -176,13 +176,14 @@ class LLMBackbone(nn.Module):
         return target
 
 
-def _from_files(folder: Path):
+def _from_files(source: str):
+    """Tokenizer and a randomly initialised LLM from a folder (or hub id) of config files."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    if not (folder / "config.json").is_file():
-        raise FileNotFoundError(f"{folder}: no LLM config.json; the saved model's '{LLM_FILES}' folder is incomplete")
-    tokenizer = AutoTokenizer.from_pretrained(str(folder))
-    return tokenizer, AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(str(folder)))
+    if Path(source).is_dir() and not (Path(source) / "config.json").is_file():
+        raise FileNotFoundError(f"{source}: no LLM config.json; the saved model's '{LLM_FILES}' folder is incomplete")
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    return tokenizer, AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(source))
 
 
 def _from_hub(config: ModelConfig):
