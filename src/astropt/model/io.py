@@ -26,10 +26,10 @@ from astropt.config import ConfigError, ModelConfig, from_dict, to_dict
 from astropt.errors import PretrainedError
 from astropt.model import hub, legacy
 from astropt.model.hub import CONFIG_NAME, WEIGHTS_NAME
+from astropt.model.published import conventions_for
 
 LLM_FILES = "llm"
 """Folder beside the weights with an LLM backbone's config and tokenizer."""
-from astropt.model.published import conventions_for
 
 log = logging.getLogger(__name__)
 
