@@ -184,3 +184,12 @@ def test_reference_v3_checkpoint_refused_with_what_is_missing(model, tmp_path, d
     torch.save(ckpt, tmp_path / "ckpt.pt")
     with pytest.raises(PretrainedError, match=message):
         AstroPT.from_pretrained(tmp_path / "ckpt.pt")
+
+
+def test_a_missing_llm_extra_is_named(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "transformers" else real(name, *a))
+    with pytest.raises(ImportError, match=r"astropt\[llm\]"):
+        AstroPT(llm_config())
