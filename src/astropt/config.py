@@ -35,9 +35,12 @@ T = TypeVar("T")
 
 # ----------------------------------------------------------------------------- modalities
 
-ModalityKind = Literal["image", "spectrum", "timeseries", "scalars", "tokens"]
+ModalityKind = Literal["image", "spectrum", "timeseries", "scalars", "tokens", "discrete"]
 """``tokens``: token vectors given as they are (no tokeniser in this package), e.g. a
-non-image modality imported from a reference checkpoint; ``max_tokens`` bounds its length."""
+non-image modality imported from a reference checkpoint; ``max_tokens`` bounds its length.
+``discrete``: integer codes (a codebook index per position, e.g. a codec's output): an
+embedding table in, logits out, a cross-entropy loss; ``vocab_size`` codes, ``max_tokens``
+positions."""
 
 TOKEN_SIZES: dict[str, Callable[[ModalityConfig], tuple[int, int]]] = {}
 """Per modality kind: ``(input_size, pos_input_size)`` of its tokens. Filled by the
@@ -114,10 +117,20 @@ class ModalityConfig:
     """Size of the continuous coordinate vector when ``position == 'continuous'``."""
     loss_weight: float = 1.0
     """Weight of this modality in the training loss."""
+    # --- discrete
+    vocab_size: int = 0
+    """For ``discrete``: number of codes (the embedding table's rows and the logits' width)."""
+    codec: Literal["none", "aion"] = "none"
+    """For ``discrete``: ``none`` (records carry the integer codes) or ``aion``: the
+    ``polymathic-aion`` codec of ``codec_name`` tokenises the raw array (the ``aion`` extra)."""
+    codec_name: str = ""
+    """For ``codec: aion``: which AION codec (e.g. ``image``, ``spectrum``)."""
 
     def __post_init__(self) -> None:
         if not self.field:
             self.field = self.kind
+        if self.kind == "discrete":
+            self._check_discrete()
         if self.kind == "image":
             if self.patch_size <= 0 or self.image_size % self.patch_size != 0:
                 raise ConfigError(
@@ -171,6 +184,21 @@ class ModalityConfig:
         if self.input_size != expected:
             raise ConfigError(f"modality {self.name!r}: scalar tokens have input_size {expected}")
 
+    def _check_discrete(self) -> None:
+        if self.vocab_size <= 1:
+            raise ConfigError(f"modality {self.name!r}: discrete needs vocab_size > 1, got {self.vocab_size}")
+        if self.max_tokens <= 0:
+            raise ConfigError(f"modality {self.name!r}: discrete needs max_tokens > 0")
+        if self.codec == "aion" and not self.codec_name:
+            raise ConfigError(f"modality {self.name!r}: codec 'aion' needs codec_name (e.g. image)")
+        expected, _ = token_sizes(self)
+        self.input_size = self.input_size or expected
+        if self.input_size != expected or self.position != "learned":
+            raise ConfigError(
+                f"modality {self.name!r}: discrete tokens are one code each (input_size 1) "
+                "with learned positions"
+            )
+
     def _check_sequence(self) -> None:
         """Spectra and light curves: derived token and coordinate sizes, continuous positions."""
         if self.max_tokens <= 0:
@@ -219,6 +247,47 @@ POOLS: tuple[str, ...] = get_args(PoolName)
 
 
 @dataclass
+class LLMConfig:
+    """A Hugging Face causal language model as the backbone (``model.backbone: llm``).
+
+    With ``model_name`` the named model (hub id or local folder) and its tokenizer are
+    loaded; without, a small Llama-architecture model of the ``model`` section's
+    ``n_layer``/``n_head``/``n_embd`` is built with random weights and a word-level
+    tokenizer over ``vocab`` (offline). Either way the model's ``n_layer``/``n_head``/
+    ``n_embd`` must describe the LLM (checked when it is built).
+    """
+
+    model_name: str = ""
+    """Hub id (e.g. ``HuggingFaceTB/SmolLM2-135M``) or folder of a pretrained causal LM;
+    empty: build the small random model described above."""
+    revision: str = ""
+    """Hub revision (branch, tag, commit) of ``model_name``; empty: the default branch."""
+    intermediate_size: int = 0
+    """Built model only: MLP width (0: ``4 * n_embd``)."""
+    n_kv_head: int = 0
+    """Built model only: key/value heads (grouped-query attention; 0: ``n_head``)."""
+    vocab: list[str] = field(default_factory=list)
+    """Built model only: the words of its tokenizer (empty: a small built-in list)."""
+    lora_r: int = 0
+    """Rank of rank-stabilised LoRA adapters on all linear layers of the LLM; 0 freezes the
+    LLM (only the observation encoders/decoders and positions train)."""
+    lora_alpha: float = 32.0
+    """LoRA scaling numerator (rank-stabilised: ``alpha / sqrt(r)``)."""
+    qlora: bool = False
+    """Load the LLM in 4 bits (NF4) for QLoRA; needs a CUDA GPU and ``bitsandbytes``."""
+    text_loss_weight: float = 1.0
+    """Weight of the text (next word) cross-entropy when a batch carries ``text`` ids."""
+
+    def __post_init__(self) -> None:
+        if self.lora_r < 0 or self.lora_alpha <= 0:
+            raise ConfigError("model.llm: lora_r must be >= 0 and lora_alpha > 0")
+        if self.qlora and not self.model_name:
+            raise ConfigError("model.llm.qlora needs a pretrained model_name to quantise")
+        if self.text_loss_weight < 0:
+            raise ConfigError("model.llm.text_loss_weight must be >= 0")
+
+
+@dataclass
 class ModelConfig:
     """Shape of an AstroPT model. Together with its modalities, it fully determines it."""
 
@@ -254,6 +323,11 @@ class ModelConfig:
     ``mean_max_std``: also the standard deviation over tokens, 3x wide)."""
     lora_r: int = 0
     """LoRA rank carried over from a reference checkpoint (merged at load); 0: none."""
+    backbone: Literal["native", "llm"] = "native"
+    """``native``: our GPT blocks; ``llm``: a Hugging Face causal LM (see ``llm``), with
+    observation tokens projected into its width and ``<|begin_{modality}|>`` special tokens."""
+    llm: LLMConfig = field(default_factory=LLMConfig)
+    """The LLM of ``backbone: llm`` (ignored by the native backbone)."""
 
     def __post_init__(self) -> None:
         if self.n_layer <= 0 or self.n_head <= 0 or self.n_embd <= 0:
@@ -272,6 +346,11 @@ class ModelConfig:
         if self.embed_layer >= self.n_layer or self.embed_layer < -1:
             raise ConfigError(
                 f"model.embed_layer {self.embed_layer} out of range for n_layer {self.n_layer}"
+            )
+        if self.backbone == "llm" and (self.attn != "causal" or not self.modality_tokens):
+            raise ConfigError(
+                "model.backbone 'llm' needs attn: causal and modality_tokens: true (each modality "
+                "starts with its <|begin_{modality}|> token)"
             )
         n_tokens = self.sequence_length
         if n_tokens > self.block_size:

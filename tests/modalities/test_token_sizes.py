@@ -30,6 +30,6 @@ def test_derived_sizes_are_the_tokens_sizes(name):
 
 
 def test_every_tokeniser_kind_registers_its_sizes():
-    assert set(TOKEN_SIZES) == {"image", "spectrum", "timeseries", "scalars"}
+    assert set(TOKEN_SIZES) == {"image", "spectrum", "timeseries", "scalars", "discrete"}
     with pytest.raises(ConfigError, match="input_size 7 does not match"):
         ModalityConfig(name="s", kind="spectrum", patch_size=8, max_tokens=4, input_size=7)

@@ -2,12 +2,15 @@
 
 from astropt.errors import TokenizationError
 from astropt.modalities.base import Modality, Tokens, build_modality
+from astropt.modalities.discrete import Codebook, DiscreteModality
 from astropt.modalities.image import ImageModality, raster_order, spiral_order
 from astropt.modalities.scalars import ScalarsModality
 from astropt.modalities.spectrum import SpectrumModality
 from astropt.modalities.timeseries import TimeSeriesModality
 
 __all__ = [
+    "Codebook",
+    "DiscreteModality",
     "ImageModality",
     "Modality",
     "ScalarsModality",

@@ -22,7 +22,8 @@ class Tokens:
     """Tokens of one modality, batched or not.
 
     Attributes:
-        values: ``(..., N, D)`` float token vectors.
+        values: ``(..., N, D)`` float token vectors (``(..., N)`` int64 codes for a
+            ``discrete`` modality).
         positions: ``(..., N)`` integer indices (learned table) or ``(..., N, P)`` coordinates.
         mask: ``(..., N)`` bool, True where a token is real (None: all real).
         stats: normalisation statistics needed by ``detokenize``.

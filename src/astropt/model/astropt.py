@@ -13,6 +13,10 @@ Objectives:
   begin token).
 - ``mae``: hidden tokens are replaced by a learned mask token; with full attention, the
   hidden state at a masked position predicts that position's token.
+
+Continuous tokens are trained with a Huber loss; ``discrete`` modalities (integer codes) and
+the LLM backbone's ``text`` ids with cross-entropy. The trunk is a backbone (see
+:mod:`astropt.model.backbones`): our GPT blocks, or a Hugging Face causal LM.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from astropt.config import POOLS, ModelConfig
+from astropt.model.backbones import TEXT, LLMBackbone, NativeBackbone
 from astropt.model.io import PretrainedMixin
 from astropt.model.transformer import Block, KVCache, TokenMLP
 
@@ -69,21 +74,30 @@ class AstroPT(PretrainedMixin, nn.Module):
     :class:`astropt.model.io.PretrainedMixin`.
     """
 
-    def __init__(self, config: ModelConfig):
+    def __init__(self, config: ModelConfig, llm_files: str | None = None):
+        """Args:
+        llm_files: for ``backbone: llm``, a saved model's ``llm`` folder to build the LLM
+            from (instead of ``config.llm``'s hub model or built one).
+        """
         super().__init__()
         self.config = config
         c = config.n_embd
+        llm = config.backbone == "llm"
         self.encoders = nn.ModuleDict()
         self.embedders = nn.ModuleDict()
         self.decoders = nn.ModuleDict()
         for m in config.modalities:
-            self.encoders[m.name] = TokenMLP(m.input_size, c, c, config.tokeniser, config.bias)
-            self.decoders[m.name] = TokenMLP(c, m.input_size, c, config.tokeniser, config.bias, "decoder")
+            if m.kind == "discrete":  # a code table in, logits over the codes out
+                self.encoders[m.name] = nn.Embedding(m.vocab_size, c)
+            else:
+                self.encoders[m.name] = TokenMLP(m.input_size, c, c, config.tokeniser, config.bias)
+            out_size = m.vocab_size if m.kind == "discrete" else m.input_size
+            self.decoders[m.name] = TokenMLP(c, out_size, c, config.tokeniser, config.bias, "decoder")
             if m.position == "learned":
                 self.embedders[m.name] = LearnedPositions(config.block_size, c)
             else:
                 self.embedders[m.name] = TokenMLP(m.pos_input_size, c, c, config.tokeniser, config.bias)
-        if config.modality_tokens:
+        if config.modality_tokens and not llm:  # the LLM has its <|begin_m|> tokens
             self.begin_tokens = nn.ParameterDict(
                 {m.name: nn.Parameter(torch.zeros(c)) for m in config.modalities}
             )
@@ -91,10 +105,11 @@ class AstroPT(PretrainedMixin, nn.Module):
             self.mask_token = nn.Parameter(torch.zeros(c))
         self.drop = nn.Dropout(config.dropout)
         causal = config.attn == "causal"
+        n_native = 0 if llm else config.n_layer
         self.blocks = nn.ModuleList(
-            Block(c, config.n_head, config.dropout, config.bias, causal) for _ in range(config.n_layer)
+            Block(c, config.n_head, config.dropout, config.bias, causal) for _ in range(n_native)
         )
-        self.ln_f = nn.LayerNorm(c, bias=config.bias)
+        self.ln_f = None if llm else nn.LayerNorm(c, bias=config.bias)
         self.apply(self._init_weights)
         # GPT-2: scale the init of projections that write into the residual stream by
         # 1/sqrt(2 * n_layer) so that the stream's variance does not grow with depth.
@@ -105,6 +120,18 @@ class AstroPT(PretrainedMixin, nn.Module):
             nn.init.normal_(p, std=0.02)
         if config.attn == "full":
             nn.init.normal_(self.mask_token, std=0.02)
+        # Built after the init above, which must not touch the LLM's (pretrained) weights.
+        self.llm = LLMBackbone(config, llm_files) if llm else None
+
+    @property
+    def backbone(self) -> NativeBackbone | LLMBackbone:
+        """The trunk: our blocks or the LLM (one interface, see ``model.backbones``)."""
+        return self.llm if self.llm is not None else NativeBackbone(self.blocks, self.ln_f, self.config)
+
+    def save_backbone_files(self, directory) -> None:
+        """Files the weights need beside them (the LLM's config and tokenizer)."""
+        if self.llm is not None:
+            self.llm.save_files(directory)
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
@@ -122,6 +149,8 @@ class AstroPT(PretrainedMixin, nn.Module):
     def modality_names(self, batch: dict[str, torch.Tensor]) -> list[str]:
         """Names of the configured modalities present in ``batch``, in sequence order."""
         names = [m.name for m in self.config.ordered_modalities if m.name in batch]
+        if self.llm is not None and TEXT in batch:
+            names.append(TEXT)  # text (caption, catalogue line) follows the observations
         if not names:
             raise ValueError(
                 f"batch has none of the model's modalities {[m.name for m in self.config.modalities]};"
@@ -152,18 +181,13 @@ class AstroPT(PretrainedMixin, nn.Module):
         any_mask = False
         for name in names:
             values = batch[name]
-            b, n, _ = values.shape
-            tok = self.encoders[name](values)
-            if hide is not None and name in hide:
-                tok = torch.where(hide[name].unsqueeze(-1), self.mask_token.to(tok.dtype), tok)
-            positions = batch.get(f"{name}_positions")
-            if positions is None:
-                positions = torch.arange(n, device=values.device).expand(b, -1)
-            x = tok + self.embedders[name](positions)
+            b, n = values.shape[:2]
+            x = self.embed_tokens(name, values, batch.get(f"{name}_positions"),
+                                  None if hide is None else hide.get(name))
             mask = batch.get(f"{name}_mask")
-            begin = self.config.modality_tokens
+            begin = self.config.modality_tokens and name != TEXT
             if begin:
-                x = torch.cat([self.begin_tokens[name].to(x.dtype).expand(b, 1, -1), x], dim=1)
+                x = torch.cat([self.begin_token(name).to(x.dtype).expand(b, 1, -1), x], dim=1)
                 start += 1
                 if mask is not None:
                     # The begin token is real when the modality has any real token.
@@ -182,6 +206,31 @@ class AstroPT(PretrainedMixin, nn.Module):
         key_mask = torch.cat(masks, dim=1) if any_mask else None
         return Sequence(self.drop(x), segments, key_mask)
 
+    def embed_tokens(
+        self,
+        name: str,
+        values: torch.Tensor,
+        positions: torch.Tensor | None = None,
+        hide: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Residual-stream inputs ``(B, n, C)`` of one modality's tokens: encoder (the LLM's
+        embeddings for text, whose positions are the LLM's own) + position embedding."""
+        if name == TEXT:
+            return self.llm.token_embeddings(values)
+        tok = self.encoders[name](values)
+        if hide is not None:
+            tok = torch.where(hide.unsqueeze(-1), self.mask_token.to(tok.dtype), tok)
+        if positions is None:
+            b, n = values.shape[:2]
+            positions = torch.arange(n, device=values.device).expand(b, -1)
+        return tok + self.embedders[name](positions)
+
+    def begin_token(self, name: str) -> torch.Tensor:
+        """``(C,)`` token that opens modality ``name``'s segment."""
+        if self.llm is not None:
+            return self.llm.special_embedding("begin", name)
+        return self.begin_tokens[name]
+
     # ------------------------------------------------------------------ trunk
     def run_blocks(
         self,
@@ -191,10 +240,11 @@ class AstroPT(PretrainedMixin, nn.Module):
         caches: list[KVCache] | None = None,
     ) -> torch.Tensor:
         """Run blocks ``0..upto`` (inclusive; all when None) over the residual stream."""
-        last = len(self.blocks) - 1 if upto is None else upto
-        for i, block in enumerate(self.blocks[: last + 1]):
-            x = block(x, key_mask=key_mask, cache=None if caches is None else caches[i])
-        return x
+        return self.backbone.run(x, key_mask, upto, caches)
+
+    def final_hidden(self, x: torch.Tensor, key_mask: torch.Tensor | None = None, caches=None) -> torch.Tensor:
+        """All blocks and the final norm: the hidden states the decoders read."""
+        return self.backbone.final(x, key_mask, caches)
 
     def forward(
         self,
@@ -203,12 +253,20 @@ class AstroPT(PretrainedMixin, nn.Module):
     ) -> tuple[torch.Tensor, Sequence]:
         """Final hidden states ``(B, T, C)`` (after ``ln_f``) and the sequence layout."""
         seq = self.assemble(batch, hide=hide)
-        h = self.ln_f(self.run_blocks(seq.x, seq.key_mask))
-        return h, seq
+        return self.final_hidden(seq.x, seq.key_mask), seq
 
     def decode(self, name: str, hidden: torch.Tensor) -> torch.Tensor:
-        """Map hidden states to token vectors of modality ``name``."""
+        """Map hidden states to token vectors (logits, for discrete codes and text) of ``name``."""
+        if name == TEXT:
+            return self.llm.logits(hidden)
         return self.decoders[name](hidden)
+
+    def is_discrete(self, name: str) -> bool:
+        """Whether ``name``'s tokens are integer ids (cross-entropy, sampled in generation)."""
+        return name == TEXT or self.config.modality(name).kind == "discrete"
+
+    def loss_weight(self, name: str) -> float:
+        return self.config.llm.text_loss_weight if name == TEXT else self.config.modality(name).loss_weight
 
     def predict_all(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Decoder output at every position of each modality's segment.
@@ -272,7 +330,7 @@ class AstroPT(PretrainedMixin, nn.Module):
             for s in seq.segments:
                 pred = self.decode(s.name, h[:, s.start : s.start + s.length])
                 target = batch[s.name]
-                if norm_targets:
+                if norm_targets and not self.is_discrete(s.name):
                     std, mean = torch.std_mean(target, dim=-1, keepdim=True)
                     target = (target - mean) / (std + 1e-6)
                 mask = hide.get(s.name, torch.zeros(target.shape[:2], dtype=torch.bool, device=target.device))
@@ -286,7 +344,10 @@ class AstroPT(PretrainedMixin, nn.Module):
             weights = {n: batch[f"{n}_weights"] for n in items if f"{n}_weights" in batch}
         total = h.new_zeros((), dtype=torch.float32)
         for name, (pred, target, mask) in items.items():
-            elem = F.huber_loss(pred.float(), target.float(), reduction="none")
+            if self.is_discrete(name):  # (B, n, V) logits vs (B, n) ids -> (B, n, 1)
+                elem = F.cross_entropy(pred.float().transpose(1, 2), target.long(), reduction="none").unsqueeze(-1)
+            else:
+                elem = F.huber_loss(pred.float(), target.float(), reduction="none")
             if weights is not None and name in weights:
                 w = weights[name][:, offsets[name] :]
                 elem = elem * (w.unsqueeze(-1) if w.ndim == 2 else w)
@@ -299,7 +360,7 @@ class AstroPT(PretrainedMixin, nn.Module):
             else:
                 m = mask.unsqueeze(-1).to(elem.dtype)
                 mod_loss = (elem * m).sum() / (m.sum() * elem.shape[-1]).clamp(min=1)
-            total = total + mod_loss * self.config.modality(name).loss_weight
+            total = total + mod_loss * self.loss_weight(name)
         return total / len(items)
 
     # ------------------------------------------------------------------ embeddings
@@ -328,11 +389,12 @@ class AstroPT(PretrainedMixin, nn.Module):
         pool = self._check_pool(pool)
         layers = [self._check_layer(k) for k in (layers or [self.config.default_embed_layer])]
         seq = self.assemble(batch)
-        x, pooled = seq.x, {}
-        for i, block in enumerate(self.blocks[: max(layers) + 1]):
-            x = block(x, key_mask=seq.key_mask)
+        pooled = {}
+        for i, x in enumerate(self.backbone.layers(seq.x, seq.key_mask)):
             if i in layers:
                 pooled[i] = self._pool_segments(x, seq, batch, pool)
+            if i == max(layers):
+                break
         return [pooled[k] for k in layers]
 
     def _pool_segments(
@@ -346,9 +408,10 @@ class AstroPT(PretrainedMixin, nn.Module):
         return out
 
     def _check_layer(self, layer: int) -> int:
-        if not -len(self.blocks) <= layer < len(self.blocks):
-            raise ValueError(f"layer {layer} out of range for a model of {len(self.blocks)} blocks")
-        return layer % len(self.blocks)
+        n_layer = self.config.n_layer
+        if not -n_layer <= layer < n_layer:
+            raise ValueError(f"layer {layer} out of range for a model of {n_layer} blocks")
+        return layer % n_layer
 
     def _check_pool(self, pool: str | None) -> str:
         pool = pool or self.config.embed_pool
@@ -380,15 +443,34 @@ class AstroPT(PretrainedMixin, nn.Module):
     @torch.no_grad()
     def embed_all_layers(self, batch: dict[str, torch.Tensor], pool: str = "mean") -> list[dict[str, torch.Tensor]]:
         """Embeddings after every block in one pass (for per-layer probing)."""
-        return self.features(batch, list(range(len(self.blocks))), pool)
+        return self.features(batch, list(range(self.config.n_layer)), pool)
 
     # ------------------------------------------------------------------ generation
     def new_caches(self, batch_size: int, max_len: int, like: torch.Tensor) -> list[KVCache]:
-        c = self.config
-        return [
-            KVCache.empty(batch_size, c.n_head, max_len, c.n_embd // c.n_head, like)
-            for _ in range(c.n_layer)
-        ]
+        return self.backbone.new_caches(batch_size, max_len, like)
+
+    def sample(self, name: str, h: torch.Tensor, temperature: float, top_k: int | None,
+               generator: torch.Generator | None) -> torch.Tensor:
+        """The next token of ``name`` from hidden states ``(B, 1, C)``.
+
+        Continuous: the decoder's prediction plus Gaussian noise of scale ``temperature``.
+        Discrete codes / text: ``(B, 1)`` ids, the argmax at temperature 0, else drawn from
+        the softmax of ``logits / temperature`` restricted to the ``top_k`` most likely.
+        """
+        out = self.decode(name, h)
+        if not self.is_discrete(name):
+            if temperature > 0:
+                noise = torch.randn(out.shape, generator=generator, device=out.device, dtype=out.dtype)
+                out = out + temperature * noise
+            return out
+        logits = out[:, -1].float()
+        if temperature <= 0:
+            return logits.argmax(-1, keepdim=True)
+        logits = logits / temperature
+        if top_k:
+            kth = torch.topk(logits, min(top_k, logits.shape[-1]), dim=-1).values[:, -1:]
+            logits = logits.masked_fill(logits < kth, float("-inf"))
+        return torch.multinomial(logits.softmax(-1), 1, generator=generator)
 
     @torch.no_grad()
     def generate(
@@ -400,19 +482,20 @@ class AstroPT(PretrainedMixin, nn.Module):
         target_positions: torch.Tensor | None = None,
         use_cache: bool = True,
         generator: torch.Generator | None = None,
+        top_k: int | None = None,
     ) -> torch.Tensor:
         """Continue the sequence with ``n_new`` tokens of modality ``target``.
 
         If ``target`` is in ``batch`` its tokens are continued; otherwise a new segment of
         that modality is started after the given ones (cross-modal prediction).
         ``target_positions`` gives the positions of the new tokens (default: continuing
-        indices). Gaussian noise of scale ``temperature`` is added to each prediction.
+        indices). Tokens are drawn by :meth:`sample` (``temperature``, ``top_k``); with the
+        LLM backbone ``target`` may be ``text`` (see :meth:`generate_text`).
 
-        Returns the ``(B, n_new, D)`` generated tokens.
+        Returns the ``(B, n_new, D)`` generated tokens (``(B, n_new)`` ids when discrete).
         """
         if self.config.attn != "causal":
             raise ValueError("generation needs a causal model (attn='causal')")
-        cfg_target = self.config.modality(target)
         names = [n for n in self.modality_names(batch) if n != target]
         if target in batch:
             names.append(target)
@@ -421,15 +504,15 @@ class AstroPT(PretrainedMixin, nn.Module):
             raise ValueError("generation needs at least one given token")
         b = ref.shape[0]
         n_given = batch[target].shape[1] if target in batch else 0
-        if target_positions is None:
-            if cfg_target.position != "learned":
+        if target_positions is None and target != TEXT:
+            if self.config.modality(target).position != "learned":
                 raise ValueError(f"modality {target!r} has continuous positions: pass target_positions")
             target_positions = torch.arange(n_given, n_given + n_new, device=ref.device).expand(b, -1)
 
         seq = self.assemble(batch, names=names)
         prefix = [seq.x]
-        if target not in batch and self.config.modality_tokens:
-            prefix.append(self.begin_tokens[target].to(seq.x.dtype).expand(b, 1, -1))
+        if target not in batch and self.config.modality_tokens and target != TEXT:
+            prefix.append(self.begin_token(target).to(seq.x.dtype).expand(b, 1, -1))
         x = torch.cat(prefix, dim=1)
         key_mask = seq.key_mask
         if key_mask is not None and x.shape[1] > key_mask.shape[1]:
@@ -439,20 +522,17 @@ class AstroPT(PretrainedMixin, nn.Module):
             raise ValueError(f"generation needs {total} positions > block_size {self.config.block_size}")
 
         def step_embed(token: torch.Tensor, i: int) -> torch.Tensor:
-            pos = target_positions[:, i : i + 1]
-            return self.encoders[target](token) + self.embedders[target](pos)
+            pos = None if target_positions is None else target_positions[:, i : i + 1]
+            return self.embed_tokens(target, token, pos)
 
         out = []
         if use_cache:
             caches = self.new_caches(b, total, x)
-            h = self.ln_f(self.run_blocks(x, key_mask, caches=caches))[:, -1:]
+            h = self.final_hidden(x, key_mask, caches=caches)[:, -1:]
         for i in range(n_new):
             if not use_cache:
-                h = self.ln_f(self.run_blocks(x, key_mask))[:, -1:]
-            token = self.decode(target, h)
-            if temperature > 0:
-                noise = torch.randn(token.shape, generator=generator, device=token.device, dtype=token.dtype)
-                token = token + temperature * noise
+                h = self.final_hidden(x, key_mask)[:, -1:]
+            token = self.sample(target, h, temperature, top_k, generator)
             out.append(token)
             if i == n_new - 1:
                 break
@@ -460,10 +540,41 @@ class AstroPT(PretrainedMixin, nn.Module):
             if key_mask is not None:
                 key_mask = torch.cat([key_mask, key_mask.new_ones(b, 1)], dim=1)
             if use_cache:
-                h = self.ln_f(self.run_blocks(nxt, key_mask, caches=caches))
+                h = self.final_hidden(nxt, key_mask, caches=caches)
             else:
                 x = torch.cat([x, nxt], dim=1)
         return torch.cat(out, dim=1)
+
+    @torch.no_grad()
+    def generate_text(
+        self,
+        batch: dict[str, torch.Tensor],
+        prompt: str = "",
+        max_new_tokens: int = 20,
+        temperature: float = 0.0,
+        top_k: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> list[str]:
+        """LLM backbone: answer in text after the observation tokens of ``batch``.
+
+        ``prompt`` (e.g. ``"<|end_images|> redshift"``) follows the observations; the answer
+        is drawn as in :meth:`generate` and cut at the tokenizer's end-of-text token.
+        """
+        if self.llm is None:
+            raise ValueError("generate_text needs model.backbone: llm (a language model)")
+        ref = batch[self.modality_names(batch)[0]]
+        batch = {k: v for k, v in batch.items() if k not in (TEXT, f"{TEXT}_mask")}
+        if prompt:
+            ids, _ = self.llm.encode_text([prompt], ref.device)
+            batch[TEXT] = ids.expand(ref.shape[0], -1)
+        ids = self.generate(batch, TEXT, max_new_tokens, temperature, top_k=top_k, generator=generator)
+        tok = self.llm.tokenizer
+        texts = []
+        for row in ids.tolist():
+            if tok.eos_token_id in row:
+                row = row[: row.index(tok.eos_token_id)]
+            texts.append(tok.decode(row, skip_special_tokens=False))
+        return texts
 
 
 def main_embedding(features: dict[str, torch.Tensor]) -> torch.Tensor:

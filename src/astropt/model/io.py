@@ -28,6 +28,9 @@ from astropt.model import hub, legacy
 from astropt.model.hub import CONFIG_NAME, WEIGHTS_NAME
 from astropt.model.published import conventions_for
 
+LLM_FILES = "llm"
+"""Folder beside the weights with an LLM backbone's config and tokenizer."""
+
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
@@ -76,7 +79,8 @@ class PretrainedMixin:
         if ref is not None:
             config, extra = conventions_for(ref, config, extra)
             extra.setdefault("source", {"repo_id": ref.repo_id, "path": ref.path, "revision": ref.revision})
-        model = cls(config)
+        llm_files = _llm_files(path, config, extra)
+        model = cls(config, llm_files=llm_files) if llm_files else cls(config)
         load_state_strict(model, state, str(path))
         model.pretrained_extra = extra
         model.to(map_location)
@@ -116,13 +120,21 @@ def save_pretrained(model: torch.nn.Module, directory: str | os.PathLike, extra:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     model = _unwrap(model)
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    state, seen = {}, set()
+    for k, v in model.state_dict().items():
+        v = v.detach().contiguous().cpu()
+        # Tied weights (an LLM's embeddings and head) share memory, which safetensors refuses.
+        state[k] = v.clone() if v.data_ptr() in seen else v
+        seen.add(v.data_ptr())
     with atomic_path(directory / WEIGHTS_NAME) as tmp:
         save_file(state, str(tmp), metadata={"format": "pt", "astropt_format": str(FORMAT_VERSION)})
     meta: dict[str, Any] = {"format": "astropt", "format_version": FORMAT_VERSION, "model": to_dict(model.config)}
     if extra:
         meta["extra"] = extra
     atomic_write_text(directory / CONFIG_NAME, json.dumps(meta, indent=2))
+    save_files = getattr(model, "save_backbone_files", None)
+    if save_files is not None:  # an LLM backbone's config and tokenizer
+        save_files(directory)
     return directory
 
 
@@ -160,9 +172,38 @@ def _read_any(path: Path, lora_scale: float | None) -> tuple[ModelConfig, dict[s
     if path.suffix == ".safetensors":
         return _read_folder(path.parent, path)
     ckpt = legacy.read_reference_checkpoint(path)
-    t = legacy.translate(ckpt, str(path), lora_scale)
+    arch = _reference_llm_arch(ckpt, str(path)) if legacy.reference_generation(ckpt) == "v3" else None
+    t = legacy.translate(ckpt, str(path), lora_scale, arch)
     _check_finite(t.state, str(path))
     return t.config, t.state, {"reference": t.meta}
+
+
+def _llm_files(path: Path, config: ModelConfig, extra: dict[str, Any]) -> str | None:
+    """Where an LLM backbone's config + tokenizer come from: the saved ``llm`` folder, or,
+    for a reference v3 checkpoint, its LLM's hub id / folder (the weights are in the file)."""
+    if config.backbone != "llm":
+        return None
+    folder = (path if path.is_dir() else path.parent) / LLM_FILES
+    if folder.is_dir():
+        return str(folder)
+    if extra.get("reference", {}).get("generation") == "v3":
+        return config.llm.model_name
+    return None
+
+
+def _reference_llm_arch(ckpt: dict[str, Any], source: str) -> dict[str, Any] | None:
+    """The Hugging Face config of a v3 checkpoint's LLM (None when it cannot be read)."""
+    args = ckpt["model_args"] if isinstance(ckpt["model_args"], dict) else {}
+    name = args.get("llm_model_name")
+    if not name:
+        return None
+    try:
+        from transformers import AutoConfig
+
+        return AutoConfig.from_pretrained(str(name)).to_dict()
+    except (ImportError, OSError, ValueError) as exc:
+        log.warning("%s: could not read the config of its LLM %r: %s", source, name, exc)
+        return None
 
 
 def _read_folder(folder: Path, weights: Path | None = None):

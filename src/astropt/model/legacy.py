@@ -7,7 +7,8 @@ Generations: **v1** (PyPI 1.0.x; the original DESI and the Euclid models): one i
 modality, no registry, ``transformer.wte.{0,2}`` / ``lm_head.{0,2,4}`` ReLU MLPs, default
 embedding = mean over the last block's output. **v2** (2.0.x): a pickled modality registry,
 ``transformer.wte.<modality>`` or ``encoders.<modality>`` AIM MLPs, default embedding = mean
-after block ``n_layer // 2``. **v3** (LLM backbone): refused with what is missing.
+after block ``n_layer // 2``. **v3** (LLM backbone, the reference's main branch): see
+:mod:`astropt.model.legacy_llm` (converted, or refused with what is missing).
 
 A v2 reference checkpoint is a ``torch.save`` pickle of a dict with ``model`` (state dict),
 ``model_args`` (dict), ``modality_registry`` (a pickled ``ModalityRegistry`` of
@@ -426,13 +427,19 @@ class Translation:
     ``reference_model_args``."""
 
 
-def translate(ckpt: dict[str, Any], source: str = "checkpoint", lora_scale: float | None = None) -> Translation:
+def translate(
+    ckpt: dict[str, Any],
+    source: str = "checkpoint",
+    lora_scale: float | None = None,
+    llm_arch: dict[str, Any] | None = None,
+) -> Translation:
     """Our config, state dict and provenance for a reference checkpoint read by
     :func:`read_reference_checkpoint`.
 
     Args:
         lora_scale: override the LoRA scaling (default: as the reference version built it,
             see :func:`lora_scaling`).
+        llm_arch: v3 only: the Hugging Face config (dict) of the checkpoint's LLM.
     """
     args = ckpt["model_args"]
     if not isinstance(args, dict):
@@ -441,7 +448,11 @@ def translate(ckpt: dict[str, Any], source: str = "checkpoint", lora_scale: floa
     if not isinstance(state, dict):
         raise PretrainedError(f"{source}: 'model' is a {type(state).__name__}, not a state dict")
     generation = reference_generation(ckpt)
-    if generation == "v1":
+    if generation == "v3":
+        from astropt.model.legacy_llm import translate_v3
+
+        config, state = translate_v3(ckpt, args, source, llm_arch)
+    elif generation == "v1":
         config = v1_model_config(ckpt, source)
         state = v1_state_dict(state, config.modalities[0].name, source)
     else:

@@ -101,6 +101,15 @@ def _prepare_model(model: AstroPT, lora_rank: int, full: bool, n_out: int, layer
         backbone: torch.nn.Module = model
         for p in model.parameters():
             p.requires_grad_(True)
+    elif model.llm is not None:
+        backbone = model  # an LLM backbone: its own LoRA adapters are what trains
+        for name, p in model.named_parameters():
+            p.requires_grad_("lora_" in name)
+        if not any(p.requires_grad for p in model.parameters()):
+            raise ValueError(
+                "this LLM-backbone model has no LoRA adapters (it was trained with model.llm.lora_r: 0, "
+                "a frozen LLM): finetune it with --full, or train it with model.llm.lora_r > 0"
+            )
     else:
         from peft import LoraConfig, get_peft_model
 
