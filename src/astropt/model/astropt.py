@@ -68,7 +68,7 @@ class AstroPT(PretrainedMixin, nn.Module):
     """Transformer over the tokens of one or more modalities (see module docstring).
 
     ``AstroPT.from_pretrained(...)`` / ``model.save_pretrained(...)``: see
-    :class:`astropt.model.io.PretrainedMixin`.
+    ``astropt.model.io.PretrainedMixin``.
     """
 
     def __init__(self, config: ModelConfig):
@@ -118,6 +118,7 @@ class AstroPT(PretrainedMixin, nn.Module):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
     def num_params(self, trainable_only: bool = False) -> int:
+        """Number of parameters (only those with ``requires_grad`` when ``trainable_only``)."""
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
 
     # ------------------------------------------------------------------ assembly
@@ -347,6 +348,8 @@ class AstroPT(PretrainedMixin, nn.Module):
 
     # ------------------------------------------------------------------ generation
     def new_caches(self, batch_size: int, max_len: int, like: torch.Tensor) -> list[KVCache]:
+        """Empty key/value caches, one per block, for generating up to ``max_len`` tokens
+        (on the device and dtype of ``like``)."""
         c = self.config
         return [
             KVCache.empty(batch_size, c.n_head, max_len, c.n_embd // c.n_head, like)
