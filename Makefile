@@ -31,7 +31,7 @@ $(VENV)/.docs-installed: $(BIN)/astropt pyproject.toml
 	touch $@
 
 docs: $(VENV)/.docs-installed
-	$(BIN)/sphinx-build -W --keep-going -n -q -b html docs docs/_build/html
+	$(BIN)/sphinx-build -E -W --keep-going -n -q -b html docs docs/_build/html
 
 wheel-check:
 	PY=$(PY) bash .ci/wheel_check.sh
