@@ -38,6 +38,7 @@ nb_execution_timeout = 300
 nb_execution_raise_on_error = True
 nb_execution_show_tb = True
 nb_merge_streams = True
+nb_output_stderr = "remove"  # progress bars and warnings: the page shows results
 
 # Every cross-reference must resolve (broken ones are errors under -W). Names of other
 # projects (no intersphinx: the build runs offline) are the only exceptions.
