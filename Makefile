@@ -3,7 +3,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test lint wheel-check clean
+.PHONY: setup demo test lint docs wheel-check clean
 
 $(BIN)/astropt: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -25,8 +25,16 @@ lint: setup
 test: lint
 	$(BIN)/pytest
 
+# The docs site (docs/_build/html): warnings are errors, every tutorial is executed.
+$(VENV)/.docs-installed: $(BIN)/astropt pyproject.toml
+	$(BIN)/pip install -q -e '.[docs]'
+	touch $@
+
+docs: $(VENV)/.docs-installed
+	$(BIN)/sphinx-build -E -W --keep-going -n -q -b html docs docs/_build/html
+
 wheel-check:
 	PY=$(PY) bash .ci/wheel_check.sh
 
 clean:
-	rm -rf $(VENV) demo runs
+	rm -rf $(VENV) demo runs docs/_build

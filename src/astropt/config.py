@@ -361,20 +361,26 @@ class ModelConfig:
 
     @property
     def default_embed_layer(self) -> int:
+        """The block whose output is the embedding: ``embed_layer``, or ``n_layer // 2`` when
+        it is negative (the reference's v2 convention)."""
         return self.n_layer // 2 if self.embed_layer < 0 else self.embed_layer
 
     @property
     def ordered_modalities(self) -> list[ModalityConfig]:
+        """The modalities in sequence order (as listed, or by name for ``sorted``)."""
         if self.modality_order == "sorted":
             return sorted(self.modalities, key=lambda m: m.name)
         return list(self.modalities)
 
     @property
     def sequence_length(self) -> int:
+        """Tokens in the longest sequence: every modality's tokens (plus a begin token each with
+        ``modality_tokens``)."""
         extra = 1 if self.modality_tokens else 0
         return sum(m.n_tokens + extra for m in self.modalities)
 
     def modality(self, name: str) -> ModalityConfig:
+        """The modality config called ``name`` (a ``KeyError`` naming the others if absent)."""
         for m in self.modalities:
             if m.name == name:
                 return m

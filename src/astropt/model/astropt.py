@@ -71,7 +71,7 @@ class AstroPT(PretrainedMixin, nn.Module):
     """Transformer over the tokens of one or more modalities (see module docstring).
 
     ``AstroPT.from_pretrained(...)`` / ``model.save_pretrained(...)``: see
-    :class:`astropt.model.io.PretrainedMixin`.
+    ``astropt.model.io.PretrainedMixin``.
     """
 
     def __init__(self, config: ModelConfig, llm_files: str | None = None):
@@ -143,6 +143,7 @@ class AstroPT(PretrainedMixin, nn.Module):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
     def num_params(self, trainable_only: bool = False) -> int:
+        """Number of parameters (only those with ``requires_grad`` when ``trainable_only``)."""
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
 
     # ------------------------------------------------------------------ assembly
@@ -266,6 +267,7 @@ class AstroPT(PretrainedMixin, nn.Module):
         return name == TEXT or self.config.modality(name).kind == "discrete"
 
     def loss_weight(self, name: str) -> float:
+        """Weight of modality ``name`` (or the LLM's text) in the training loss."""
         return self.config.llm.text_loss_weight if name == TEXT else self.config.modality(name).loss_weight
 
     def predict_all(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -420,7 +422,8 @@ class AstroPT(PretrainedMixin, nn.Module):
         return pool
 
     def feature_width(self, pool: str | None, names: list[str]) -> int:
-        """Width of the main embedding (:func:`main_embedding`) of modalities ``names``."""
+        """Width of the main embedding (:func:`astropt.model.astropt.main_embedding`) of
+        modalities ``names``."""
         pool = self._check_pool(pool)
         if pool == "none":
             raise ValueError("pool 'none' gives token embeddings (B, n, C), not one vector per object")
@@ -447,6 +450,8 @@ class AstroPT(PretrainedMixin, nn.Module):
 
     # ------------------------------------------------------------------ generation
     def new_caches(self, batch_size: int, max_len: int, like: torch.Tensor) -> list[KVCache]:
+        """Empty key/value caches of the backbone for generating up to ``max_len`` tokens
+        (on the device and dtype of ``like``)."""
         return self.backbone.new_caches(batch_size, max_len, like)
 
     def sample(self, name: str, h: torch.Tensor, temperature: float, top_k: int | None,
@@ -578,7 +583,7 @@ class AstroPT(PretrainedMixin, nn.Module):
 
 
 def main_embedding(features: dict[str, torch.Tensor]) -> torch.Tensor:
-    """The one vector per object of :meth:`AstroPT.features`: ``joint`` of a multimodal
+    """The one vector per object of :meth:`astropt.AstroPT.features`: ``joint`` of a multimodal
     batch, the only modality's otherwise (the embed task's ``embedding`` column)."""
     return features["joint"] if "joint" in features else next(iter(features.values()))
 

@@ -71,7 +71,7 @@ class PretrainedMixin:
 
         A model from a published repository carries that repository's conventions
         (embedding layer/pooling, image orientation, preprocessing: see
-        :mod:`astropt.model.published`).
+        ``astropt.model.published``).
         """
         path = hub.locate(name_or_path, subfolder, revision, weights_filename, cache_dir)
         ref = None if Path(name_or_path).exists() else hub.parse_hub_ref(str(name_or_path), subfolder, revision)
@@ -101,7 +101,7 @@ class PretrainedMixin:
             extra: JSON metadata stored under ``"extra"`` (default: what the model was loaded
                 with, e.g. its preprocessing).
             push_to_hub: also upload the folder to the hub repository ``repo_id``.
-            card: fields of the model card (see :func:`astropt.model.card.model_card`).
+            card: fields of the model card (see ``astropt.model.card.model_card``).
         """
         from astropt.model.card import push_folder, write_model_card
 

@@ -21,7 +21,7 @@ def load_pretrained(
     subfolder: str | None = None,
     weights_filename: str | None = None,
 ) -> AstroPT:
-    """:meth:`AstroPT.from_pretrained` as a function (same arguments)."""
+    """:meth:`astropt.AstroPT.from_pretrained` as a function (same arguments)."""
     return AstroPT.from_pretrained(
         name_or_path, subfolder=subfolder, revision=revision, weights_filename=weights_filename,
         map_location=map_location,
