@@ -36,7 +36,7 @@ from astropt.errors import DataError
 from astropt.locks import output_lock
 from astropt.model import AstroPT
 from astropt.model.astropt import main_embedding
-from astropt.runtime import autocast, barrier, rank_world, resolve_device, resolve_dtype
+from astropt.runtime import autocast, barrier, resolve_dtype, setup, teardown
 from astropt.tasks.common import load_model, model_batches, used_modalities
 from astropt.tasks.model_data import shards_for
 
@@ -137,9 +137,22 @@ def embed(
         The path of the merged Parquet file.
     """
     out = Path(out)
-    device = resolve_device(device)
+    place = setup(device)  # under torchrun: the process group (Gloo on CPU, NCCL on GPU)
+    try:
+        return _embed(model, data, out, layer, pool, batch_size, dtype, place.device, part_size, modalities,
+                      indices, progress, limit, place.rank, place.world_size)
+    finally:
+        teardown()  # only a group that setup() created
+
+
+def _embed(model, data, out: Path, layer, pool, batch_size: int, dtype: str, device, part_size: int,
+           modalities, indices, progress: bool, limit: int, rank: int, world: int) -> Path:
     model = load_model(model, device).to(device).eval()
-    data = shards_for(model, data, out, limit=limit)
+    if rank == 0:  # a raw source is prepared once, by rank 0; the others open it after
+        data = shards_for(model, data, out, limit=limit)
+    barrier()
+    if rank != 0:
+        data = shards_for(model, data, out, limit=limit, prepare_missing=False)
     configs = used_modalities(model, data, modalities)
     indices = np.arange(len(data)) if indices is None else np.asarray(indices, dtype=np.int64)
     if len(indices) == 0:
@@ -161,7 +174,6 @@ def embed(
         "modalities": [m.name for m in configs],
         "dtype": str(amp).removeprefix("torch."),
     }
-    rank, world = rank_world()
     # One writer per output: rank 0 holds the lock (ranks write disjoint parts under it).
     with output_lock(out) if rank == 0 else contextlib.nullcontext():
         _embed_parts(model, data, configs, indices, out, meta, layer, all_layers, batch_size, amp, device,
@@ -174,7 +186,10 @@ def _embed_parts(model: AstroPT, data: ShardSet, configs: list, indices: np.ndar
                  device: str, progress: bool, rank: int, world: int) -> None:
     """Compute this rank's missing parts, then (rank 0) merge every part into ``out``."""
     pool, part_size = meta["pool"], meta["part_size"]
-    parts_dir = _prepare_parts_dir(out, meta)
+    if rank == 0:  # may clear parts of another job: before any rank writes
+        _prepare_parts_dir(out, meta)
+    barrier()
+    parts_dir = _parts_dir(out)
     n_parts = (len(indices) + part_size - 1) // part_size
     mine = [k for k in range(n_parts) if k % world == rank]
     todo = [k for k in mine if not _part_complete(parts_dir, k, indices, part_size)]
@@ -217,8 +232,12 @@ def _array_hash(a: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()[:16]
 
 
+def _parts_dir(out: Path) -> Path:
+    return out.with_name(out.name + ".parts")
+
+
 def _prepare_parts_dir(out: Path, meta: dict[str, Any]) -> Path:
-    parts_dir = out.with_name(out.name + ".parts")
+    parts_dir = _parts_dir(out)
     meta_path = parts_dir / "meta.json"
     if meta_path.is_file():
         old = json.loads(meta_path.read_text())

@@ -48,15 +48,19 @@ def source_config_for(model: Any, path: str | os.PathLike, limit: int = 0, split
     )
 
 
-def shards_for(model: Any, data: ShardSet | str | os.PathLike, out: str | os.PathLike, limit: int = 0) -> ShardSet:
+def shards_for(model: Any, data: ShardSet | str | os.PathLike, out: str | os.PathLike, limit: int = 0,
+               prepare_missing: bool = True) -> ShardSet:
     """``data`` as prepared shards: itself when it already is, else prepared for ``model``
     into ``OUT.data/`` (resumable; objects that cannot be read are listed in its
-    ``rejects.csv``)."""
+    ``rejects.csv``). ``prepare_missing=False`` only opens that folder (the other ranks
+    of a distributed job, after rank 0 prepared it)."""
     if isinstance(data, ShardSet):
         return data
     if (Path(data) / MANIFEST).is_file():
         return ShardSet(data)
     folder = Path(out).with_name(Path(out).name + ".data")
+    if not prepare_missing:
+        return ShardSet(folder)
     cfg = source_config_for(model, data, limit=limit)
     log.info("preparing %s for the model into %s (column %s, %d px)", data, folder,
              next(iter(cfg.columns), cfg.field), cfg.image_size)
