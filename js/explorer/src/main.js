@@ -144,15 +144,54 @@ async function start() {
       const rect = canvas.getBoundingClientRect();
       return [rect.left + x, rect.top + y];
     },
-    /** Intervals (ms) between animation frames over the next `ms` milliseconds. */
+    /** Over the next `ms` milliseconds: intervals (ms) between animation frames, the
+     * number of frames the map was redrawn in, and how far its camera moved. */
     measureFrames(ms) {
+      const before = [...plot.scatterplot.get("cameraTarget")];
+      let draws = 0;
+      const onDraw = () => {
+        draws++;
+      };
+      plot.scatterplot.subscribe("draw", onDraw);
       return new Promise((resolve) => {
         const times = [];
         const end = performance.now() + ms;
         const tick = (t) => {
           times.push(t);
-          if (t < end) requestAnimationFrame(tick);
-          else resolve(times.slice(1).map((v, i) => v - times[i]));
+          if (t < end) {
+            requestAnimationFrame(tick);
+            return;
+          }
+          plot.scatterplot.unsubscribe("draw", onDraw);
+          const after = plot.scatterplot.get("cameraTarget");
+          resolve({
+            intervals: times.slice(1).map((v, i) => v - times[i]),
+            draws,
+            moved: Math.hypot(after[0] - before[0], after[1] - before[1]),
+          });
+        };
+        requestAnimationFrame(tick);
+      });
+    },
+    /** Pan the camera by one step of a circle on every animation frame for `ms`
+     * milliseconds (no input events); resolves to the intervals (ms) between redraws. */
+    panContinuously(ms) {
+      const times = [];
+      const onDraw = () => times.push(performance.now());
+      plot.scatterplot.subscribe("draw", onDraw);
+      const [x0, y0] = plot.scatterplot.get("cameraTarget");
+      return new Promise((resolve) => {
+        const end = performance.now() + ms;
+        let step = 0;
+        const tick = (t) => {
+          step++;
+          plot.scatterplot.set({ cameraTarget: [x0 + 0.2 * Math.cos(step / 10), y0 + 0.2 * Math.sin(step / 10)] });
+          if (t < end) {
+            requestAnimationFrame(tick);
+            return;
+          }
+          plot.scatterplot.unsubscribe("draw", onDraw);
+          resolve(times.slice(1).map((v, i) => v - times[i]));
         };
         requestAnimationFrame(tick);
       });
