@@ -138,6 +138,12 @@ async function start() {
     rowOf: (id) => data.rowOf.get(id),
     selectedIds: () => selected.map((r) => data.ids[r]),
     selectionCsv: () => selectionCsv(data, selected),
+    /** True when the map's size equals its box (so screen positions are final). */
+    settled() {
+      const rect = canvas.getBoundingClientRect();
+      const sp = plot.scatterplot;
+      return sp.get("width") === Math.floor(rect.width) && sp.get("height") === Math.floor(rect.height);
+    },
     /** Page coordinates (CSS pixels) of point `row`, for a mouse to move to. */
     screenPosition(row) {
       const [x, y] = plot.scatterplot.getScreenPosition(row);

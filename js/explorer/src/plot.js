@@ -32,8 +32,13 @@ export function pointSizeFor(n) {
 
 export function createPlot(canvas, data, handlers) {
   const n = data.ids.length;
+  // Explicit sizes, kept in step with the plot's box by our own observer: the library's
+  // 'auto' size is re-read asynchronously and can lag behind the layout.
+  const box = () => canvas.parentElement.getBoundingClientRect();
   const scatterplot = createScatterplot({
     canvas,
+    width: Math.max(1, Math.floor(box().width)),
+    height: Math.max(1, Math.floor(box().height)),
     pointSize: pointSizeFor(n),
     pointColor: DEFAULT_COLOR,
     pointColorActive: "#ff4d4d",
@@ -47,6 +52,11 @@ export function createPlot(canvas, data, handlers) {
   scatterplot.subscribe("pointOut", handlers.pointOut);
   scatterplot.subscribe("select", ({ points }) => handlers.select(Array.from(points)));
   scatterplot.subscribe("deselect", () => handlers.select([]));
+  new ResizeObserver(() => {
+    const { width, height } = box();
+    const size = { width: Math.max(1, Math.floor(width)), height: Math.max(1, Math.floor(height)) };
+    if (size.width !== scatterplot.get("width") || size.height !== scatterplot.get("height")) scatterplot.set(size);
+  }).observe(canvas.parentElement);
   let filter = null;
 
   const plot = {

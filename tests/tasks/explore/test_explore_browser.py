@@ -36,6 +36,7 @@ class Page:
         self.page.goto(url)
         self.page.wait_for_function("window.explorer && (window.explorer.ready || window.explorer.error)")
         assert self.page.evaluate("window.explorer.error") is None
+        self.page.wait_for_function("window.explorer.settled()")
 
     def js(self, expression: str, *args):
         return self.page.evaluate(expression, *args)
@@ -51,6 +52,27 @@ class Page:
         candidates = np.nonzero((d.min(1) > min_gap) & inside)[0]
         assert len(candidates), "no isolated point to hover"
         return int(candidates[0])
+
+    def frames(self, n: int = 2) -> None:
+        """Wait ``n`` animation frames (the map's camera reads the mouse once a frame)."""
+        self.js(f"new Promise(r => {{ let k = {n}; const f = () => --k ? requestAnimationFrame(f) : r(); "
+                "requestAnimationFrame(f); })")
+
+    def hover(self, row: int) -> None:
+        """Move the mouse onto point ``row`` and wait until the map has seen it there.
+
+        A press before the camera has seen the move would pan the map from the old position.
+        """
+        self.page.mouse.move(*self.js(f"window.explorer.screenPosition({row})"))
+        self.page.locator("#tooltip").wait_for(state="visible")
+        self.page.wait_for_function(f"document.querySelector('#tooltip .tooltip-id').textContent === "
+                                    f"window.explorer.ids[{row}]")
+        self.frames()
+
+    def click(self, row: int) -> None:
+        self.hover(row)
+        self.page.mouse.down()
+        self.page.mouse.up()
 
     def close(self) -> None:
         self.context.close()
@@ -68,10 +90,8 @@ def test_page_loads_draws_every_row_and_hover_shows_the_id(served, explore_embed
     assert served.js("window.explorer.drawnCount()") == n == served.js("window.explorer.n")
     assert f"{n} of {n} objects drawn" in served.page.inner_text("#drawn-count")
     row = served.isolated_point()
-    served.page.mouse.move(*served.js(f"window.explorer.screenPosition({row})"))
-    tooltip = served.page.locator("#tooltip")
-    tooltip.wait_for(state="visible")
-    assert tooltip.locator(".tooltip-id").inner_text() == served.js(f"window.explorer.ids[{row}]")
+    served.hover(row)
+    assert served.page.locator("#tooltip .tooltip-id").inner_text() == served.js(f"window.explorer.ids[{row}]")
     served.page.wait_for_function("document.querySelector('#tooltip img').complete")
     assert served.js("document.querySelector('#tooltip img').naturalWidth") > 0  # thumbnail arrived
     assert served.errors == []
@@ -80,7 +100,7 @@ def test_page_loads_draws_every_row_and_hover_shows_the_id(served, explore_embed
 def test_click_shows_the_neighbours_of_astropt_search(served, explore_embeddings):
     row = served.isolated_point()
     object_id = served.js(f"window.explorer.ids[{row}]")
-    served.page.mouse.click(*served.js(f"window.explorer.screenPosition({row})"))
+    served.click(row)
     served.page.wait_for_selector("#neighbours .hit")
     shown = served.js("[...document.querySelectorAll('#neighbours .hit')].map(e => e.dataset.id)")
     k = served.js("window.explorer.k")
@@ -135,8 +155,9 @@ def test_box_selection_exports_exactly_the_selected_ids(served):
     ids = served.js("window.explorer.ids")
     expected = [ids[i] for i in np.nonzero(inside)[0]]
     mouse = served.page.mouse
-    served.page.keyboard.down("Shift")
     mouse.move(x0, y0)
+    served.frames()
+    served.page.keyboard.down("Shift")
     mouse.down()
     for t in np.linspace(0, 1, 12)[1:]:
         mouse.move(x0 + t * (x1 - x0), y0 + t * (y1 - y0))
@@ -162,7 +183,7 @@ def test_static_file_opens_offline_from_file_url(browser, explore_embeddings, tm
         assert page.page.locator("#legend .legend-item").count() == 2  # opened coloured by kind
         row = page.isolated_point()
         object_id = page.js(f"window.explorer.ids[{row}]")
-        page.page.mouse.click(*page.js(f"window.explorer.screenPosition({row})"))
+        page.click(row)
         page.page.wait_for_selector("#neighbours .hit")
         shown = page.js("[...document.querySelectorAll('#neighbours .hit')].map(e => e.dataset.id)")
         assert shown == [h["id"] for h in search(explore_embeddings, object_id, k=6)]

@@ -137,3 +137,25 @@ def test_bad_settings_name_the_setting():
         ExploreConfig(method="tsne")
     with pytest.raises(ValueError, match="k must be at least 1"):
         ExploreConfig(k=0)
+
+
+def test_cli_writes_a_static_page(explore_embeddings, tmp_path, capsys):
+    from astropt.cli import main
+
+    out = tmp_path / "page.html"
+    assert main(["explore", str(explore_embeddings), "--static", str(out), "--limit", "12", "--method", "pca"]) == 0
+    assert json.loads(capsys.readouterr().out)["n"] == 12 and out.stat().st_size > 100_000
+
+
+def test_a_busy_port_is_a_message_and_other_hosts_are_warned_about(catalog, server_url, caplog):
+    from astropt.tasks.explore import make_server
+    from astropt.tasks.explore.server import is_loopback
+
+    port = int(urlsplit(server_url).port)
+    with pytest.raises(ValueError, match=f"cannot listen on 127.0.0.1:{port}.*--port"):
+        make_server(catalog, "127.0.0.1", port)
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
+    assert not is_loopback("0.0.0.0") and not is_loopback("example.org")
+    server = make_server(catalog, "0.0.0.0", 0)
+    server.server_close()
+    assert "no authentication" in caplog.text

@@ -171,7 +171,11 @@ def make_server(catalog: Catalog, host: str = "127.0.0.1", port: int = 0) -> Exp
     if not is_loopback(host):
         log.warning("binding the explorer to %s: anyone who can reach this machine can see the "
                     "embeddings, labels and images; there is no authentication", host)
-    return ExplorerServer(catalog, host, port)
+    try:
+        return ExplorerServer(catalog, host, port)
+    except OSError as exc:
+        raise ValueError(f"cannot listen on {host}:{port} ({exc.strerror or exc}); choose another "
+                         "--port (0: any free one) or --host") from exc
 
 
 def url_of(server: ThreadingHTTPServer) -> str:
