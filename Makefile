@@ -3,7 +3,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test lint docs wheel-check clean
+.PHONY: setup demo test lint docs wheel-check clean explorer-js explorer-js-check
 
 $(BIN)/astropt: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -35,6 +35,14 @@ docs: $(VENV)/.docs-installed
 
 wheel-check:
 	PY=$(PY) bash .ci/wheel_check.sh
+
+# The explorer's page (js/explorer) bundled into the package; needs node + npm.
+explorer-js:
+	cd js/explorer && npm ci --no-audit --no-fund && node build.mjs
+
+# Rebuild and fail if the committed bundle differs (esbuild's output is deterministic).
+explorer-js-check: explorer-js
+	git diff --exit-code -- src/astropt/tasks/explore/static/explorer.js
 
 clean:
 	rm -rf $(VENV) demo runs docs/_build

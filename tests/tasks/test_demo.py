@@ -46,6 +46,11 @@ def test_demo_end_to_end_and_cached(tmp_path, fake_survey, monkeypatch):
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64,") >= 5 and "random-weight" in html
     assert "redshift" in report["table_text"]
+    # the anomaly section is a table (quality + thumbnails), linked to a static explorer
+    assert "precision@k" in html and "ROC AUC" in html and '"precision_at_k"' not in html
+    assert html.count('<tr class=rare>') == sum(row["rare"] for row in saved["anomalies"]["top"])
+    assert 'href="explorer.html"' in html and (out / "explorer.html").is_file()
+    assert saved["explorer"]["n"] == saved["n_objects"]
 
     def no_training(*args, **kwargs):
         raise AssertionError("the second run must reuse the pretrained model")

@@ -18,6 +18,7 @@ COMMAND_MODULES = [
     "astropt.cli.data",
     "astropt.cli.train",
     "astropt.cli.tasks",
+    "astropt.cli.explore",
     "astropt.cli.convert",
 ]
 

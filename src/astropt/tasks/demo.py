@@ -6,7 +6,8 @@
 3. embed the held-out split; probe every continuous physical label, side by side with the
    baselines (PCA of pixels, the same transformer with random weights, a supervised CNN);
 4. a similarity search, an anomaly ranking, a map and image completions;
-5. ``OUT/report.json`` and a self-contained ``OUT/report.html`` (figures embedded).
+5. ``OUT/report.json``, a self-contained ``OUT/report.html`` (figures embedded) and the
+   interactive ``OUT/explorer.html`` it links to (``astropt explore --static``).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from astropt.atomic import atomic_write_text
+from astropt.atomic import atomic_write_bytes, atomic_write_text
 from astropt.config import RunConfig, config_hash, load_config
 from astropt.data.loader import split_indices
 from astropt.data.shards import ShardSet
@@ -30,7 +31,10 @@ from astropt.errors import DataError
 from astropt.model import load_pretrained
 from astropt.tasks import baselines
 from astropt.tasks.anomaly import anomalies
+from astropt.tasks.common import images_for_ids, rare_flags
 from astropt.tasks.embed import embed, load_embeddings
+from astropt.tasks.explore import ExploreConfig, export_static
+from astropt.tasks.explore.thumbs import thumbnail_png
 from astropt.tasks.generate import complete_image
 from astropt.tasks.map import embedding_map
 from astropt.tasks.probe import (
@@ -43,6 +47,7 @@ from astropt.tasks.search import search
 
 log = logging.getLogger(__name__)
 
+ANOMALY_ROWS = 20
 DEMO_LABELS = ("redshift", "mag_r", "hlr_arcsec", "bulge_fraction", "ellipticity")
 METHODS = {"astropt": "AstroPT (pretrained)", "pca": "(a) PCA of pixels",
            "random": "(b) random-weight transformer", "cnn": "(c) supervised CNN (upper ref.)"}
@@ -146,6 +151,7 @@ def showcase(emb_path: Path, model_dir: Path, data: ShardSet, held: np.ndarray, 
     hits = search(all_path, query, k=12, out=out / "search.png")
     ranked = anomalies(all_path, top=min(50, len(data)), out=out / "anomalies")
     colour = next((t for t in DEMO_LABELS if t in emb.labels), None)
+    explorer = export_static(all_path, out / "explorer.html", config=ExploreConfig(method="pca"), color_by=colour)
     embedding_map(emb_path, out / "map.png", color_by=colour)
     model = load_pretrained(model_dir)
     from astropt import viz
@@ -157,8 +163,24 @@ def showcase(emb_path: Path, model_dir: Path, data: ShardSet, held: np.ndarray, 
         res = complete_image(model, image, keep=0.5)
         viz.completion_figure(res["original"], res["kept"], res["completed"], out / f"completion_{k}.png", CAPTION)
         completions.append({"id": data.ids[row], "mse": res["mse"], "mse_mean_patch": res["mse_mean_patch"]})
-    return {"search": {"query": query, "hits": hits}, "anomalies": {k: v for k, v in ranked.items() if k != "top"},
-            "completions": completions}
+    ranked["top"] = anomaly_rows(ranked["top"][:ANOMALY_ROWS], all_path, data, out / "anomalies" / "thumbs")
+    return {"search": {"query": query, "hits": hits}, "anomalies": ranked, "completions": completions,
+            "explorer": explorer}
+
+
+def anomaly_rows(top: list[dict[str, Any]], all_path: Path, data: ShardSet, out: Path) -> list[dict[str, Any]]:
+    """The report's anomaly table: rank, id, score, the object's kind where the data says,
+    and a thumbnail written to ``out/<rank>.png``."""
+    emb = load_embeddings(all_path)
+    truth, kinds = rare_flags(emb.labels), emb.labels.get("kind")
+    rows = []
+    for item, image in zip(top, images_for_ids(data, [t["id"] for t in top]), strict=True):
+        k = emb.index_of(item["id"])
+        thumb = out / f"{item['rank']:03d}.png"
+        atomic_write_bytes(thumb, thumbnail_png(image))
+        rows.append({**item, "thumbnail": str(thumb), **({} if kinds is None else {"kind": str(kinds[k])}),
+                     **({} if truth is None else {"rare": bool(truth[k])})})
+    return rows
 
 
 def run_demo(
@@ -219,6 +241,29 @@ def _img(path: Path) -> str:
     return f'<img src="data:image/png;base64,{data}" alt="{html.escape(path.name)}">'
 
 
+def render_anomalies(ranked: dict[str, Any]) -> str:
+    """The anomaly section: ranking quality (precision@k, ROC AUC) and the top objects."""
+    quality = ""
+    for name, q in ranked.get("quality", {}).items():
+        auc = f"{q['roc_auc']:.3f}" if "roc_auc" in q else "–"
+        quality += (f"<tr><th>{html.escape(name)}</th><td>{q['precision_at_k']:.3f}</td><td>{q['k']}</td>"
+                    f"<td>{auc}</td><td>{q['n_rare']}</td></tr>")
+    rows = "".join(
+        f"<tr{' class=rare' if item.get('rare') else ''}><td>{item['rank'] + 1}</td>"
+        f"<td>{_img(Path(item['thumbnail'])) if item.get('thumbnail') else ''}</td>"
+        f"<td>{html.escape(item['id'])}</td><td>{item['score']:.3f}</td>"
+        f"<td>{html.escape(item.get('kind', ''))}</td></tr>" for item in ranked.get("top", []))
+    head = "<h2>Anomaly ranking against the labelled rare classes</h2>"
+    if quality:
+        head += ("<table><tr><th>score</th><th>precision@k</th><th>k</th><th>ROC AUC</th>"
+                 f"<th>labelled rare</th></tr>{quality}</table>")
+    if rows:
+        head += (f"<h3>The {len(ranked['top'])} most anomalous ({html.escape(str(ranked.get('by', '')))}; "
+                 "red: labelled rare)</h3><table class=anomalies><tr><th>rank</th><th></th><th>id</th>"
+                 f"<th>score</th><th>kind</th></tr>{rows}</table>")
+    return head
+
+
 def render_html(report: dict[str, Any], out: Path) -> str:
     """A self-contained HTML report: the probe table and every figure inlined."""
     rows = []
@@ -238,14 +283,19 @@ def render_html(report: dict[str, Any], out: Path) -> str:
                (f"Similarity search: neighbours of {report['search']['query']}", out / "search.png"),
                ("Most anomalous objects (kNN distance)", out / "anomalies" / "anomalies.png")]
     body = "".join(f"<h2>{html.escape(t)}</h2>{_img(p)}" if t else _img(p) for t, p in figures)
-    quality = html.escape(json.dumps(report.get("anomalies", {}).get("quality", {}), indent=1))
+    anomaly_section = render_anomalies(report.get("anomalies", {}))
+    explorer = report.get("explorer")
+    link = (f'<p><a href="{html.escape(Path(explorer["path"]).name)}">Open the interactive explorer</a> of the '
+            f'whole survey ({explorer["n"]} objects: zoom, colour by a label, hover for images, click for '
+            "neighbours; one self-contained file).</p>") if explorer else ""
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>AstroPT demo report</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}table{{border-collapse:collapse}}
-td,th{{border:1px solid #ccc;padding:4px 10px;text-align:right}}img{{max-width:100%}}</style></head><body>
+td,th{{border:1px solid #ccc;padding:4px 10px;text-align:right}}img{{max-width:100%}}
+table.anomalies img{{width:48px;image-rendering:pixelated}}tr.rare td{{background:#fde2e2}}</style></head><body>
 <h1>AstroPT demo</h1>
 <p>{report['n_objects']} synthetic galaxies; model pretrained for {report['pretrain_steps']} steps;
 probes on {report['n_held_out']} held-out objects; total {report['seconds']} s.</p>
 <h2>Probe R² on held-out objects (cross-validated ridge; CNN trained on the training split)</h2>
 <table><tr><th>label</th>{head}<th>beats (a) and (b)</th></tr>{''.join(rows)}</table>
-<h2>Anomaly ranking against the labelled rare classes</h2><pre>{quality}</pre>
+{link}{anomaly_section}
 {body}</body></html>"""

@@ -113,6 +113,20 @@ def cached_index(
     return index
 
 
+def nearest(
+    index: faiss.Index,
+    ids: list[str],
+    vectors: np.ndarray,
+    k: int,
+    metric: str,
+    stats: tuple[np.ndarray, np.ndarray] | None = None,
+) -> list[list[dict[str, Any]]]:
+    """The ``k`` nearest objects of each row of ``vectors``: ``[[{"rank", "id", "score"}]]``."""
+    scores, rows = index.search(prepare_vectors(vectors, metric, stats), min(k, index.ntotal))
+    return [[{"rank": r, "id": ids[i], "score": float(s)} for r, (i, s) in enumerate(zip(row, score, strict=True))
+             if i >= 0] for row, score in zip(rows, scores, strict=True)]
+
+
 def read_image_file(path: str | os.PathLike) -> np.ndarray:
     """A ``(C, H, W)`` float32 image from ``.npy``, FITS or an ordinary picture (PNG/JPEG)."""
     path = Path(path)
@@ -192,9 +206,7 @@ def search(
         vector = embed_image(load_model(model), query_image, emb.meta)
     else:
         vector = emb.matrix(column)[emb.index_of(query)][None]
-    scores, rows = index.search(prepare_vectors(vector, metric, stats), min(k, index.ntotal))
-    hits = [{"rank": r, "id": emb.ids[i], "score": float(s)}
-            for r, (i, s) in enumerate(zip(rows[0], scores[0], strict=True)) if i >= 0]
+    hits = nearest(index, emb.ids, vector, k, metric, stats)[0]
     if out is not None:
         _grid(hits, query, query_image, data or emb.meta.get("data"), Path(out))
     return hits
