@@ -239,6 +239,8 @@ class ModalityConfig:
 DtypeName = Literal["auto", "float32", "bfloat16", "float16"]
 """Compute dtypes by name; ``auto`` is resolved by :func:`astropt.runtime.resolve_dtype`."""
 DTYPE_NAMES: tuple[str, ...] = get_args(DtypeName)
+PRECISIONS: tuple[str, ...] = ("float32", "float16")
+"""How embedding vectors are stored (``astropt embed --precision``)."""
 
 PoolName = Literal["mean", "mean_max", "mean_max_std", "last", "exp_decay", "none"]
 """How token embeddings are pooled into one vector per object (``none``: no pooling)."""

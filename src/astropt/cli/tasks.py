@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from astropt.config import DTYPE_NAMES, POOLS
+from astropt.config import DTYPE_NAMES, POOLS, PRECISIONS
 from astropt.tasks.ann import INDEX_KINDS
 
 FUNCTION_DEFAULT = "default: the function's"
@@ -42,7 +42,8 @@ def _embed(sub) -> None:
     p.add_argument("model", help=MODEL_HELP)
     p.add_argument("data", help="prepared shard folder, or a raw source (hub dataset id, folder of "
                    "FITS/JPEG files, catalogue), prepared for the model first")
-    p.add_argument("--out", required=True, help="output Parquet file")
+    p.add_argument("--out", required=True,
+                   help="OUT.parquet: one file; any other name: a partitioned dataset folder (parts + _manifest.json)")
     p.add_argument("--layer", default=None, help="block index or 'all' (default: the model's)")
     p.add_argument("--pool", choices=POOLS, default=None, help="token pooling (default: the model's)")
     p.add_argument("--batch-size", type=int, default=None, help=FUNCTION_DEFAULT)
@@ -52,6 +53,8 @@ def _embed(sub) -> None:
     p.add_argument("--part-size", type=int, default=None, help=f"objects per resumable part ({FUNCTION_DEFAULT})")
     p.add_argument("--modalities", nargs="+", default=None, help="model modalities to feed")
     p.add_argument("--limit", type=int, default=None, help="raw sources: read at most this many objects")
+    p.add_argument("--precision", choices=PRECISIONS, default=None,
+                   help="stored vectors: float32 (default) or float16 (half the disk)")
     p.set_defaults(func=run_embed)
 
 
@@ -59,7 +62,7 @@ def run_embed(args) -> int:
     from astropt.tasks.embed import embed
 
     out = embed(args.model, args.data, args.out,
-                **_given(args, "layer", "pool", "batch_size", "dtype", "device", "part_size", "modalities", "limit"))
+                **_given(args, "layer", "pool", "batch_size", "dtype", "device", "part_size", "modalities", "limit", "precision"))
     print(out)
     return 0
 

@@ -30,7 +30,7 @@ import torch
 from tqdm.auto import tqdm
 
 from astropt.atomic import atomic_path, atomic_write_text
-from astropt.config import config_hash
+from astropt.config import PRECISIONS, config_hash
 from astropt.data.shards import ShardSet
 from astropt.errors import DataError
 from astropt.locks import output_lock
@@ -116,6 +116,7 @@ def embed(
     indices: np.ndarray | None = None,
     progress: bool = True,
     limit: int = 0,
+    precision: str = "float32",
 ) -> Path:
     """Embed every object of ``data`` (or ``indices`` of it) with ``model`` into ``out``.
 
@@ -128,6 +129,13 @@ def embed(
         modalities: model modalities to feed (default: all of the model's).
         indices: subset of object indices (e.g. a held-out split), in output order.
         limit: for a raw source (not prepared shards), read at most this many objects.
+        precision: ``float32`` or ``float16`` (half the disk) for the stored vectors.
+
+    ``out`` ending in ``.parquet`` is one merged file; any other name is a partitioned
+    dataset: a folder of ``part-NNNNNN.parquet`` files and ``_manifest.json`` (provenance:
+    model and its source, weights hash, layer, pooling, dtype, precision, preprocessing,
+    row count), which pyarrow, DuckDB, Polars and Hugging Face ``datasets`` open directly,
+    with no single-file merge (the shape for surveys of 10^8-10^9 objects).
 
     ``data`` may be prepared shards or any raw source (a hub dataset id, a folder of
     images, a catalogue): it is then prepared for the model first, as the model's own
@@ -139,14 +147,17 @@ def embed(
     out = Path(out)
     place = setup(device)  # under torchrun: the process group (Gloo on CPU, NCCL on GPU)
     try:
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         return _embed(model, data, out, layer, pool, batch_size, dtype, place.device, part_size, modalities,
-                      indices, progress, limit, place.rank, place.world_size)
+                      indices, progress, limit, place.rank, place.world_size, precision)
     finally:
         teardown()  # only a group that setup() created
 
 
 def _embed(model, data, out: Path, layer, pool, batch_size: int, dtype: str, device, part_size: int,
-           modalities, indices, progress: bool, limit: int, rank: int, world: int) -> Path:
+           modalities, indices, progress: bool, limit: int, rank: int, world: int, precision: str) -> Path:
+    named = None if isinstance(model, AstroPT) else str(model)
     model = load_model(model, device).to(device).eval()
     if rank == 0:  # a raw source is prepared once, by rank 0; the others open it after
         data = shards_for(model, data, out, limit=limit)
@@ -167,6 +178,9 @@ def _embed(model, data, out: Path, layer, pool, batch_size: int, dtype: str, dev
         "data": str(getattr(data, "directory", "")),
         "data_fingerprint": data.fingerprint(),
         "n_objects": int(len(indices)),
+        "precision": precision,
+        "source": getattr(model, "pretrained_extra", {}).get("source") or named,
+        "preprocessing": getattr(model, "pretrained_extra", {}).get("preprocessing"),
         "indices_hash": _array_hash(indices),
         "part_size": int(part_size),
         "layer": "all" if all_layers else (model.config.default_embed_layer if layer is None else layer),
@@ -184,7 +198,8 @@ def _embed(model, data, out: Path, layer, pool, batch_size: int, dtype: str, dev
 def _embed_parts(model: AstroPT, data: ShardSet, configs: list, indices: np.ndarray, out: Path,
                  meta: dict[str, Any], layer: int | None, all_layers: bool, batch_size: int, amp,
                  device: str, progress: bool, rank: int, world: int) -> None:
-    """Compute this rank's missing parts, then (rank 0) merge every part into ``out``."""
+    """Compute this rank's missing parts, then (rank 0) merge every part into ``out`` or,
+    for a partitioned output, write its manifest."""
     pool, part_size = meta["pool"], meta["part_size"]
     if rank == 0:  # may clear parts of another job: before any rank writes
         _prepare_parts_dir(out, meta)
@@ -199,14 +214,19 @@ def _embed_parts(model: AstroPT, data: ShardSet, configs: list, indices: np.ndar
                desc=f"embed {out.name}", unit="obj")
     for k in todo:
         part = _part_range(k, indices, part_size)
-        table = _embed_part(model, data, configs, part, layer, all_layers, pool, batch_size, device, amp, bar)
+        table = _embed_part(model, data, configs, part, layer, all_layers, pool, batch_size, device, amp, bar,
+                            meta["precision"])
+        table = table.replace_schema_metadata({META_KEY: json.dumps(meta).encode()})
         with atomic_path(parts_dir / f"part-{k:06d}.parquet") as tmp:
             pq.write_table(table, str(tmp))
         _part_written(k)
     bar.close()
     barrier()
     if rank == 0:
-        _merge(parts_dir, out, n_parts, meta)
+        if partitioned(out):
+            _write_manifest(out, n_parts, meta)
+        else:
+            _merge(parts_dir, out, n_parts, meta)
     barrier()
 
 
@@ -232,13 +252,34 @@ def _array_hash(a: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()[:16]
 
 
+MANIFEST_NAME = "_manifest.json"  # "_": dataset readers skip it
+JOB_NAME = "_job.json"
+
+
+def partitioned(out: str | os.PathLike) -> bool:
+    """Whether ``out`` names a partitioned dataset (a folder) rather than one Parquet file."""
+    return Path(out).suffix.lower() not in (".parquet", ".pq")
+
+
 def _parts_dir(out: Path) -> Path:
-    return out.with_name(out.name + ".parts")
+    return out if partitioned(out) else out.with_name(out.name + ".parts")
+
+
+def _write_manifest(out: Path, n_parts: int, meta: dict[str, Any]) -> None:
+    paths = [out / f"part-{k:06d}.parquet" for k in range(n_parts)]
+    missing = [p.name for p in paths if not p.is_file()]
+    if missing:
+        raise DataError(f"{out}: parts {missing[:5]} are missing; rerun to finish them")
+    rows = [pq.ParquetFile(str(p)).metadata.num_rows for p in paths]
+    manifest = {"format": "astropt-embeddings", "version": 1, **meta, "n_rows": int(sum(rows)),
+                "parts": [{"file": p.name, "rows": r} for p, r in zip(paths, rows, strict=True)]}
+    atomic_write_text(out / MANIFEST_NAME, json.dumps(manifest, indent=2))
+    log.info("wrote %s (%d objects in %d parts)", out, manifest["n_rows"], n_parts)
 
 
 def _prepare_parts_dir(out: Path, meta: dict[str, Any]) -> Path:
     parts_dir = _parts_dir(out)
-    meta_path = parts_dir / "meta.json"
+    meta_path = parts_dir / JOB_NAME
     if meta_path.is_file():
         old = json.loads(meta_path.read_text())
         if old != meta:
@@ -279,6 +320,7 @@ def _embed_part(
     device: str,
     amp: torch.dtype,
     bar: tqdm,
+    precision: str = "float32",
 ) -> pa.Table:
     """Embeddings + labels of one part as an Arrow table."""
     columns: dict[str, list[np.ndarray]] = {}
@@ -294,7 +336,7 @@ def _embed_part(
         bar.update(len(rows["id"]))
     table: dict[str, pa.Array] = {"id": pa.array(ids, pa.string())}
     for name, chunks in columns.items():
-        mat = np.concatenate(chunks).astype(np.float32)
+        mat = np.concatenate(chunks).astype(precision)
         table[name] = pa.FixedSizeListArray.from_arrays(pa.array(mat.reshape(-1)), mat.shape[1])
     for name, chunks in labels.items():
         table[name] = pa.array(np.concatenate(chunks))
@@ -337,14 +379,19 @@ def _merge(parts_dir: Path, out: Path, n_parts: int, meta: dict[str, Any]) -> No
 
 
 def load_embeddings(path: str | os.PathLike) -> Embeddings:
-    """Read an embeddings Parquet file written by :func:`embed`."""
+    """Read the embeddings written by :func:`embed`: one Parquet file, or a partitioned
+    dataset folder (its parts in order, checked against its manifest)."""
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: no such embeddings file (make one with `astropt embed`)")
-    try:
-        table = pq.read_table(str(path))
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise DataError(f"{path}: not a readable Parquet file ({exc})") from exc
+    if path.is_dir():
+        table, manifest = _read_partitioned(path)
+    elif path.is_file():
+        manifest = None
+        try:
+            table = pq.read_table(str(path))
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise DataError(f"{path}: not a readable Parquet file ({exc})") from exc
+    else:
+        raise DataError(f"{path}: no such embeddings file or folder (make one with `astropt embed`)")
     if "id" not in table.column_names:
         raise DataError(f"{path}: no 'id' column; not an embeddings file")
     vectors, labels = {}, {}
@@ -360,5 +407,23 @@ def load_embeddings(path: str | os.PathLike) -> Embeddings:
     if not vectors:
         raise DataError(f"{path}: no embedding columns")
     raw = (table.schema.metadata or {}).get(META_KEY)
-    meta = json.loads(raw) if raw else {}
+    meta = manifest if manifest is not None else json.loads(raw) if raw else {}
     return Embeddings([str(i) for i in table.column("id").to_pylist()], vectors, labels, meta)
+
+
+def _read_partitioned(path: Path) -> tuple[pa.Table, dict[str, Any]]:
+    manifest_path = path / MANIFEST_NAME
+    if not manifest_path.is_file():
+        raise DataError(f"{path}: no {MANIFEST_NAME}: an unfinished partitioned embedding (rerun "
+                        "`astropt embed` to finish it) or not an embeddings folder")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        parts = [path / p["file"] for p in manifest["parts"]]
+        table = pa.concat_tables([pq.read_table(str(p)) for p in parts]).replace_schema_metadata(None)
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise DataError(f"{manifest_path}: not a valid embeddings manifest ({exc})") from None
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise DataError(f"{path}: a part is unreadable ({exc})") from exc
+    if table.num_rows != manifest.get("n_rows"):
+        raise DataError(f"{path}: {table.num_rows} rows in the parts but the manifest says {manifest.get('n_rows')}")
+    return table, manifest

@@ -1,0 +1,59 @@
+"""A partitioned embeddings dataset (a folder of parts + manifest, no merge) that standard
+readers open directly; float16 storage; the tasks read it like a single file."""
+
+import json
+
+import numpy as np
+import pyarrow.dataset as ds
+import pytest
+
+from astropt.errors import DataError
+from astropt.tasks.embed import embed, load_embeddings
+from astropt.tasks.search import search
+
+
+def test_partitioned_output_equals_the_merged_file(model_dir, shard_dir, tmp_path):
+    kw = dict(part_size=8, dtype="float32", device="cpu", progress=False)
+    merged = load_embeddings(embed(model_dir, shard_dir, tmp_path / "one.parquet", **kw))
+    folder = embed(model_dir, shard_dir, tmp_path / "survey", **kw)
+    parts = sorted(p.name for p in folder.glob("part-*.parquet"))
+    assert len(parts) == 5 and (folder / "_manifest.json").is_file()
+    manifest = json.loads((folder / "_manifest.json").read_text())
+    assert manifest["n_rows"] == 40 and manifest["precision"] == "float32"
+    assert manifest["source"] == str(model_dir) and manifest["layer"] == merged.meta["layer"]
+    again = load_embeddings(folder)
+    assert again.ids == merged.ids
+    np.testing.assert_array_equal(again.matrix(), merged.matrix())
+    # standard readers open the folder as it is (the manifest's leading "_" is skipped)
+    table = ds.dataset(str(folder), format="parquet").to_table()
+    assert table.num_rows == 40 and set(table.column("id").to_pylist()) == set(merged.ids)
+    import datasets
+
+    hf = datasets.load_dataset("parquet", data_files=str(folder / "part-*.parquet"), split="train")
+    assert len(hf) == 40
+    # tasks read it like a file
+    assert search(folder, merged.ids[3], k=3, index="flat")[0]["id"] == merged.ids[3]
+
+
+def test_float16_storage(model_dir, shard_dir, tmp_path):
+    kw = dict(part_size=16, dtype="float32", device="cpu", progress=False)
+    full = load_embeddings(embed(model_dir, shard_dir, tmp_path / "f32.parquet", **kw))
+    half = load_embeddings(embed(model_dir, shard_dir, tmp_path / "f16", precision="float16", **kw))
+    assert half.matrix().dtype == np.float32
+    np.testing.assert_array_equal(half.matrix(), full.matrix().astype(np.float16).astype(np.float32))
+    with pytest.raises(ValueError, match="precision"):
+        embed(model_dir, shard_dir, tmp_path / "x", precision="int8", **kw)
+
+
+def test_unfinished_or_damaged_folder_is_named(model_dir, shard_dir, tmp_path):
+    folder = embed(model_dir, shard_dir, tmp_path / "survey", part_size=8, dtype="float32", device="cpu",
+                   progress=False)
+    (folder / "part-000002.parquet").unlink()
+    with pytest.raises(DataError, match="part"):
+        load_embeddings(folder)
+    (folder / "_manifest.json").unlink()
+    with pytest.raises(DataError, match="unfinished"):
+        load_embeddings(folder)
+    # rerunning the same command finishes it
+    embed(model_dir, shard_dir, folder, part_size=8, dtype="float32", device="cpu", progress=False)
+    assert len(load_embeddings(folder).ids) == 40
