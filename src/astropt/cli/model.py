@@ -58,7 +58,8 @@ def run_push(args: argparse.Namespace) -> int:
     probe = json.loads(Path(args.probe).read_text()) if args.probe else None
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(args.out) if args.out else Path(tmp) / "model"
-        model.save_pretrained(folder, license=args.license, datasets=args.dataset, tags=args.tag, probe=probe)
+        model.save_pretrained(folder, license=args.license, datasets=args.dataset, tags=args.tag, probe=probe,
+                              repo_id=args.repo_id)
         url = push_folder(folder, args.repo_id, private=args.private or None)
     print(url)
     return 0

@@ -46,8 +46,10 @@ def parse_radius(text: str | float):
     import astropy.units as u
 
     try:
-        value = u.Quantity(text) if isinstance(text, str) and not text.replace(".", "", 1).isdigit() else float(text) * u.arcsec
-        angle = value.to(u.arcsec)
+        try:
+            angle = float(text) * u.arcsec
+        except (TypeError, ValueError):
+            angle = u.Quantity(text).to(u.arcsec)
     except (ValueError, TypeError, u.UnitsError) as exc:
         raise DataError(f"radius {text!r} is not an angle (e.g. 1arcsec): {exc}") from None
     if angle.value <= 0:

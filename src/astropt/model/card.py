@@ -24,6 +24,7 @@ def model_card(
     tags: list[str] | None = None,
     description: str = "",
     probe: dict[str, Any] | None = None,
+    repo_id: str | None = None,
 ) -> str:
     """The text of a model card: YAML metadata (library, license, datasets, tags) + sections
     for the model, the tokenisation and preprocessing, the training data and probe results.
@@ -57,7 +58,7 @@ def model_card(
         description or "An AstroPT observation model: a GPT-style transformer over continuous-valued "
         "tokens of astronomical observations.", "",
         "## Use", "", "```python", "from astropt import AstroPT", "",
-        'model = AstroPT.from_pretrained("ORG/NAME")  # this repository', "```", "",
+        f'model = AstroPT.from_pretrained("{repo_id or "ORG/NAME"}")  # this repository', "```", "",
         "## Model", "", "| | |", "| --- | --- |", *(f"| {k} | {v} |" for k, v in rows), "",
         "## Tokenisation (travels with the weights)", "",
     ]

@@ -107,7 +107,7 @@ class PretrainedMixin:
 
         merged = {**getattr(self, "pretrained_extra", {}), **(extra or {})}
         out = save_pretrained(self, directory, extra=merged)
-        write_model_card(out, self, merged, **card)
+        write_model_card(out, self, merged, repo_id=repo_id, **card)
         if push_to_hub:
             if not repo_id:
                 raise PretrainedError("push_to_hub needs repo_id (org/name)")

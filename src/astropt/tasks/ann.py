@@ -14,6 +14,7 @@ sample of queries; the search task reports it when it builds an approximate inde
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Literal
@@ -89,9 +90,7 @@ def build(chunks: Iterable[np.ndarray], n: int, d: int, kind: str, metric: str,
         if sample is None or len(sample) < index.nlist:
             raise ValueError(f"an ivfpq index of {index.nlist} lists needs at least that many training vectors")
         index.train(np.ascontiguousarray(sample, dtype=np.float32))
-    for chunk in ([] if first is None else [first]):
-        index.add(np.ascontiguousarray(chunk, dtype=np.float32))
-    for chunk in chunks:
+    for chunk in itertools.chain([] if first is None else [first], chunks):
         index.add(np.ascontiguousarray(chunk, dtype=np.float32))
     return index
 
