@@ -51,6 +51,8 @@ def _kill_after_first_parts(cmd, parts_dir, timeout=120) -> bool:
             proc.wait()
             return True
         time.sleep(0.05)
+    if proc.poll() is None:  # neither a part nor the end in time: never leave it running
+        os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     return False
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 
 import pytest
 import torch.multiprocessing as mp
@@ -27,8 +28,17 @@ def _worker(rank: int, world: int, port: int, cfg) -> None:
     train(cfg)
 
 
-def _run_ranks(cfg, world: int = 2) -> None:
-    mp.start_processes(_worker, args=(world, _free_port(), cfg), nprocs=world, start_method="spawn", join=True)
+def _run_ranks(cfg, world: int = 2, limit_s: float = 600) -> None:
+    """Run the ranks; a rank that hangs (e.g. its peer died under load) fails the test after
+    ``limit_s`` instead of blocking the suite."""
+    ctx = mp.start_processes(_worker, args=(world, _free_port(), cfg), nprocs=world, start_method="spawn",
+                             join=False)
+    deadline = time.monotonic() + limit_s
+    while not ctx.join(timeout=5):
+        if time.monotonic() > deadline:
+            for p in ctx.processes:
+                p.kill()
+            pytest.fail(f"{world} ranks did not finish within {limit_s:.0f} s")
 
 
 def _compare(single_dir, multi_dir) -> float:
