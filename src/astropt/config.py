@@ -240,6 +240,10 @@ DtypeName = Literal["auto", "float32", "bfloat16", "float16"]
 """Compute dtypes by name; ``auto`` is resolved by :func:`astropt.runtime.resolve_dtype`."""
 DTYPE_NAMES: tuple[str, ...] = get_args(DtypeName)
 PRECISIONS: tuple[str, ...] = ("float32", "float16")
+MixedPrecisionName = Literal["auto", "autocast", "cast_once"]
+"""How low-precision training computes: per-op ``autocast``, or a compute copy of the weights
+cast ``cast_once`` per step (fp32 master weights); ``auto`` picks by device
+(:func:`astropt.train.precision.resolve_mixed_precision`)."""
 """How embedding vectors are stored (``astropt embed --precision``)."""
 
 PoolName = Literal["mean", "mean_max", "mean_max_std", "last", "exp_decay", "none"]
@@ -448,6 +452,9 @@ class TrainConfig:
     grad_clip: float = 1.0
     grad_accum: int = 1
     dtype: DtypeName = "auto"
+    mixed_precision: MixedPrecisionName = "auto"
+    """With a bf16/fp16 ``dtype``: ``autocast`` (per-op casts), ``cast_once`` (a low-precision
+    copy of the weights, refreshed once per step from the fp32 master weights) or ``auto``."""
     compile: bool = False
     device: str = "auto"
     fsdp: bool = False

@@ -5,7 +5,7 @@ answers:
 
 - :func:`resolve_device`: ``auto`` -> this process's CUDA device when there is one, else the CPU.
 - :func:`resolve_dtype`: ``auto`` -> bf16 where the hardware computes it natively (a CUDA GPU
-  with bf16; a CPU with AVX512-BF16 or AMX), else fp32. Never fp16: its narrow range
+  with bf16; a CPU with AVX512-BF16 or AMX, for models wide enough to gain), else fp32. Never fp16: its narrow range
   (max 65504) overflows activations that bf16 and fp32 hold, training in fp16 needs a
   gradient scaler, and an embedding should be computed at the precision the model was
   trained at. ``float16`` is therefore only used when asked for by name.
@@ -69,12 +69,23 @@ def resolve_device(name: str | torch.device = "auto", local_rank: int = 0) -> to
     return device
 
 
-def resolve_dtype(name: str, device: str | torch.device) -> torch.dtype:
-    """The compute dtype of ``name`` on ``device`` (see the module docstring for ``auto``)."""
+BF16_CPU_MIN_WIDTH = 256
+"""``auto`` on a bf16 CPU picks fp32 for models narrower than this (``n_embd``): their matmuls
+are too small for the bf16 units to pay for the casts around them. Measured by the ``train``
+section of ``benchmarks.run`` (the ``width`` rows; benchmarks/RESULTS.md)."""
+
+
+def resolve_dtype(name: str, device: str | torch.device, width: int | None = None) -> torch.dtype:
+    """The compute dtype of ``name`` on ``device`` (see the module docstring for ``auto``).
+
+    ``width``: the model's ``n_embd``, when known; on a CPU ``auto`` keeps models narrower
+    than :data:`BF16_CPU_MIN_WIDTH` in fp32.
+    """
     if name == "auto":
         if torch.device(device).type == "cuda":
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
-        return torch.bfloat16 if cpu_supports_bf16() else torch.float32
+        narrow = width is not None and width < BF16_CPU_MIN_WIDTH
+        return torch.bfloat16 if cpu_supports_bf16() and not narrow else torch.float32
     if name not in DTYPES:
         raise ValueError(f"unknown dtype {name!r}; choose auto, {', '.join(DTYPES)}")
     return DTYPES[name]

@@ -33,23 +33,27 @@ def parallelize(
     fsdp: bool = False,
     compile: bool = False,
     find_unused: bool = False,
+    param_dtype: torch.dtype | None = None,
 ) -> torch.nn.Module:
     """Wrap a model (already on ``info.device``) for data-parallel training.
 
     FSDP shards every module in ``model.model.blocks`` and then the root, in place; DDP
     returns a wrapper sharing the parameters. Returns the module to call for the loss.
+    ``param_dtype`` (FSDP only): compute with weights gathered in that dtype, gradients
+    reduced and optimised in fp32 (FSDP's ``MixedPrecisionPolicy``).
     """
     if fsdp and not dist.is_initialized():
         log.warning("train.fsdp needs a process group (launch with torchrun); training unsharded")
         fsdp = False
     if fsdp:
         from torch.distributed.device_mesh import init_device_mesh
-        from torch.distributed.fsdp import fully_shard
+        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
         mesh = init_device_mesh(info.device.type, (info.world_size,))
+        policy = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32 if param_dtype else None)
         for block in model.model.blocks:
-            fully_shard(block, mesh=mesh)
-        fully_shard(model, mesh=mesh)
+            fully_shard(block, mesh=mesh, mp_policy=policy)
+        fully_shard(model, mesh=mesh, mp_policy=policy)
         wrapped = model
     elif info.distributed:
         ids = [info.device.index] if info.device.type == "cuda" else None

@@ -41,6 +41,7 @@ from astropt.train.logging import (
     truncate_metrics,
 )
 from astropt.train.optim import build_optimizer, lr_at, set_lr
+from astropt.train.precision import ComputeCopy, resolve_mixed_precision
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +116,7 @@ class Components:
     model: AstroPT
     core: LossModule  # what states are read from (FSDP-sharded in place when sharded)
     parallel: torch.nn.Module  # core, DDP-wrapped when distributed
-    wrapped: torch.nn.Module  # parallel, compiled when asked
+    wrapped: torch.nn.Module  # parallel (or the compute copy's loss), compiled when asked
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
     dtype: torch.dtype
@@ -125,6 +126,50 @@ class Components:
     tokens_per_step: int
     flops_per_step: float
     peak_flops: float
+    compute: ComputeCopy | None = None  # the bf16 weights of ``cast_once`` mixed precision
+
+
+@dataclass
+class Engine:
+    """The model side of a run: weights, wrappers, optimizer and precision (no data, no files)."""
+
+    model: AstroPT
+    core: LossModule
+    parallel: torch.nn.Module
+    wrapped: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    dtype: torch.dtype
+    precision: str  # none | autocast | cast_once | fsdp
+    compute: ComputeCopy | None
+
+
+def build_engine(cfg: RunConfig, info: dist_utils.DistInfo) -> Engine:
+    """The model (initialised or loaded), its parallel wrapper, precision and optimizer.
+
+    What ``astropt train`` runs, and what ``benchmarks.run`` times for a shipped config.
+    """
+    t = cfg.train
+    torch.manual_seed(t.seed)  # the same initial weights on every rank
+    model = AstroPT(cfg.model)
+    if t.init_from not in ("scratch", "resume"):
+        from astropt.model import load_pretrained
+        from astropt.model.io import load_state_strict
+
+        load_state_strict(model, load_pretrained(t.init_from).state_dict(), t.init_from)
+    model.to(info.device)
+    torch.manual_seed(t.seed + 1000 * info.rank)  # per-rank streams (dropout) from here on
+    dtype = resolve_dtype(t.dtype, info.device, cfg.model.n_embd)
+    precision = resolve_mixed_precision(t.mixed_precision, dtype, info, t.fsdp)
+    core = LossModule(model)
+    parallel = dist_utils.parallelize(core, info, fsdp=t.fsdp, find_unused=len(cfg.model.modalities) > 1,
+                                      param_dtype=dtype if precision == "fsdp" else None)
+    compute = ComputeCopy(core, dtype) if precision == "cast_once" else None
+    loss_module = compute.module if compute is not None else parallel
+    wrapped = torch.compile(loss_module) if t.compile else loss_module
+    optimizer = build_optimizer(parallel, t, info.device)
+    scaler = torch.amp.GradScaler(info.device.type, enabled=dtype == torch.float16)
+    return Engine(model, core, parallel, wrapped, optimizer, scaler, dtype, precision, compute)
 
 
 def build(cfg: RunConfig, info: dist_utils.DistInfo, run_dir: Path) -> Components:
@@ -140,33 +185,18 @@ def build(cfg: RunConfig, info: dist_utils.DistInfo, run_dir: Path) -> Component
     val_batch = max(1, min(d.batch_size, len(val_set) // w))
     val_loader = ResumableLoader(val_set, collate, val_batch, w, r, d.seed, False, 0)
 
-    torch.manual_seed(t.seed)  # the same initial weights on every rank
-    model = AstroPT(cfg.model)
-    if t.init_from not in ("scratch", "resume"):
-        from astropt.model import load_pretrained
-        from astropt.model.io import load_state_strict
-
-        load_state_strict(model, load_pretrained(t.init_from).state_dict(), t.init_from)
-    model.to(info.device)
-    torch.manual_seed(t.seed + 1000 * r)  # per-rank streams (dropout) from here on
-    core = LossModule(model)
-    parallel = dist_utils.parallelize(core, info, fsdp=t.fsdp, find_unused=len(cfg.model.modalities) > 1)
-    wrapped = torch.compile(parallel) if t.compile else parallel
-    optimizer = build_optimizer(parallel, t, info.device)
-    dtype = resolve_dtype(t.dtype, info.device)
-    scaler = torch.amp.GradScaler(info.device.type, enabled=dtype == torch.float16)
-
-    n_params = model.num_params()
+    e = build_engine(cfg, info)
+    n_params = e.model.num_params()
     tokens_per_step = d.batch_size * t.grad_accum * w * cfg.model.sequence_length
-    peak = t.peak_tflops * 1e12 if t.peak_tflops > 0 else measure_peak_flops(dtype, info.device)
+    peak = t.peak_tflops * 1e12 if t.peak_tflops > 0 else measure_peak_flops(e.dtype, info.device)
     logger = MetricsLogger(run_dir, cfg, enabled=info.is_main)
     log.info(
-        "model %.2fM parameters; global batch %d x %d x %d = %d tokens/step; dtype %s; peak %.2f TFLOP/s",
-        n_params / 1e6, d.batch_size, t.grad_accum, w, tokens_per_step, dtype, peak / 1e12,
+        "model %.2fM parameters; global batch %d x %d x %d = %d tokens/step; dtype %s (%s); peak %.2f TFLOP/s",
+        n_params / 1e6, d.batch_size, t.grad_accum, w, tokens_per_step, e.dtype, e.precision, peak / 1e12,
     )
-    return Components(cfg, info, run_dir, model, core, parallel, wrapped, optimizer, scaler, dtype,
+    return Components(cfg, info, run_dir, e.model, e.core, e.parallel, e.wrapped, e.optimizer, e.scaler, e.dtype,
                       train_loader, val_loader, logger, tokens_per_step,
-                      flops_per_token(cfg.model, n_params) * tokens_per_step, peak * w)
+                      flops_per_token(cfg.model, n_params) * tokens_per_step, peak * w, e.compute)
 
 
 # ----------------------------------------------------------------------------- steps
@@ -216,11 +246,15 @@ def train_step(c: Components, batches: Iterator, step: int) -> float:
     set_lr(c.optimizer, lr_at(step, t))
     total = torch.zeros((), device=c.info.device)
     seen: list[tuple[list[str], float]] = []
+    if c.compute is not None:
+        c.compute.pull()
     for micro in range(t.grad_accum):
         batch, ids = next(batches)
         with gradient_sync(c.parallel, micro == t.grad_accum - 1):
             loss = compute_loss(c, to_device(batch, c.info.device), [t.seed, step, micro, c.info.rank])
             c.scaler.scale(loss / t.grad_accum).backward()
+        if c.compute is not None:
+            c.compute.push_grads()
         total += loss.detach()
         seen.append((ids, loss.detach(), batch))
     mean = dist_utils.mean_across_ranks(total / t.grad_accum).item()
@@ -263,6 +297,8 @@ def _nonfinite_message(c: Components, step: int, mean: float, seen: list) -> str
 def eval_step(c: Components) -> float:
     """Mean loss over the first ``eval_batches`` batches of the validation split (fixed order)."""
     c.wrapped.eval()
+    if c.compute is not None:
+        c.compute.pull()
     c.val_loader.load_state_dict({"epoch": 0, "position": 0})
     batches = iter(c.val_loader)
     n = min(c.cfg.train.eval_batches, c.val_loader.steps_per_epoch())
