@@ -31,17 +31,24 @@ class Shape:
     n_layer: int
     n_head: int
     n_embd: int
-    n_tokens: int  # tokens per object (16x16x3 patches)
+    n_tokens: int  # tokens per object
     batch: int
+    patch: int = PATCH  # a token is one patch x patch x channels image patch
+    channels: int = CHANNELS
+
+    @property
+    def patch_dim(self) -> int:
+        return self.patch * self.patch * self.channels
 
     def to_json(self) -> dict:
         return asdict(self)
 
 
-# The reference model sizes (ARCHITECTURE.md); the tiny CPU config of the quick-start;
-# "24M" is the headline config (6 layers, 8 heads, 512 wide, 256 tokens, batch 8).
+# The reference model sizes (ARCHITECTURE.md); the tiny CPU config of the quick-start
+# (configs/tiny-cpu.yaml: 4 x 96 wide, 64 tokens of 8x8x4 patches, batch 32); "24M" is the
+# headline harness shape (6 layers, 8 heads, 512 wide, 256 tokens of 16x16x3, batch 8).
 SHAPES = {
-    "tiny-cpu": Shape("tiny-cpu", n_layer=4, n_head=4, n_embd=128, n_tokens=16, batch=16),
+    "tiny-cpu": Shape("tiny-cpu", n_layer=4, n_head=4, n_embd=96, n_tokens=64, batch=32, patch=8, channels=4),
     "1M": Shape("1M", n_layer=4, n_head=8, n_embd=128, n_tokens=256, batch=2),
     "5M": Shape("5M", n_layer=6, n_head=8, n_embd=256, n_tokens=256, batch=2),
     "24M": Shape("24M", n_layer=6, n_head=8, n_embd=512, n_tokens=256, batch=8),

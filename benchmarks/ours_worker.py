@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import math
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -18,14 +19,25 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402  (the worker runs as a script: benchmarks/ is not a package here)
 
-from astropt.config import ModalityConfig, ModelConfig  # noqa: E402
+from astropt.config import (  # noqa: E402
+    DataConfig,
+    ModalityConfig,
+    ModelConfig,
+    RunConfig,
+    TrainConfig,
+    load_config,
+)
 from astropt.model import AstroPT  # noqa: E402
+from astropt.runtime import DistInfo  # noqa: E402
+from astropt.tasks.demo import find_config  # noqa: E402
+from astropt.train import loop  # noqa: E402
+from astropt.train.optim import param_groups  # noqa: E402
 
 
 def model_config(shape: common.Shape) -> ModelConfig:
     # The image grid only sizes the config; the batches carry exactly n_tokens tokens.
-    side = common.PATCH * math.ceil(math.sqrt(shape.n_tokens))
-    image = ModalityConfig(name="images", image_size=side, patch_size=common.PATCH, n_channels=common.CHANNELS)
+    side = shape.patch * math.ceil(math.sqrt(shape.n_tokens))
+    image = ModalityConfig(name="images", image_size=side, patch_size=shape.patch, n_channels=shape.channels)
     return ModelConfig(
         n_layer=shape.n_layer,
         n_head=shape.n_head,
@@ -41,10 +53,11 @@ def build(spec: dict) -> tuple[AstroPT, common.Shape]:
     return model, shape
 
 
-def make_batch(shape: common.Shape, batch: int, n_tokens: int, seed: int = 1) -> dict[str, torch.Tensor]:
+def make_batch(shape: common.Shape, batch: int, n_tokens: int, seed: int = 1, dim: int = 0) -> dict[str, torch.Tensor]:
+    """Random tokens of ``dim`` values each (default: one image patch)."""
     g = torch.Generator().manual_seed(seed)
     return {
-        "images": torch.randn(batch, n_tokens, common.PATCH_DIM, generator=g),
+        "images": torch.randn(batch, n_tokens, dim or shape.patch_dim, generator=g),
         "images_positions": torch.arange(n_tokens).expand(batch, -1),
     }
 
@@ -61,79 +74,133 @@ def matmul_params(model: AstroPT) -> int:
     return model.num_params() - lookup
 
 
-class LossForward(torch.nn.Module):
-    """The AR loss as a ``forward``, so that ``torch.compile`` traces the whole step."""
+def run_config(spec: dict) -> tuple[RunConfig, common.Shape]:
+    """The run a spec times: a shipped config (``config``: its name in configs/, with
+    ``overrides``) as ``astropt train`` runs it, or the harness shape with a plain step
+    (no gradient clipping, constant learning rate), as the reference worker runs it."""
+    knobs = {k: spec[k] for k in ("dtype", "mixed_precision", "compile", "grad_accum") if k in spec}
+    if "config" in spec:
+        overrides = [f"train.{k}={v}" for k, v in knobs.items()] + list(spec.get("overrides", []))
+        cfg = load_config(find_config(spec["config"]), overrides)
+        image = cfg.model.modalities[0]
+        shape = common.Shape(spec["config"], cfg.model.n_layer, cfg.model.n_head, cfg.model.n_embd,
+                             cfg.model.sequence_length, cfg.data.batch_size, image.patch_size, image.n_channels)
+        return cfg, shape
+    shape = common.shape_from_json(spec["shape"])
+    train = TrainConfig(lr=1e-4, min_lr=1e-4, warmup_steps=0, max_steps=10**6, grad_clip=0.0, **knobs)
+    return RunConfig(model=model_config(shape), data=DataConfig(batch_size=shape.batch), train=train), shape
 
-    def __init__(self, model: AstroPT):
-        super().__init__()
-        self.model = model
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.model.loss(batch, "ar")
+def prepare_train(spec: dict) -> tuple[Callable[[], None], contextlib.AbstractContextManager, dict]:
+    """One optimizer step of ``astropt train`` (``loop.train_step``: forward + backward of the
+    AR loss over ``grad_accum`` micro-batches, AdamW) on random tokens, ready to call; the
+    context it must run in; and what it computes (tokens, FLOPs, the resolved precision).
+
+    Levers (spec keys): ``dtype``, ``mixed_precision``, ``compile``, ``grad_accum``,
+    ``fused`` (False: foreach AdamW), ``sdpa`` (``math``: unfused attention).
+    """
+    cfg, shape = run_config(spec)
+    device = torch.device(spec.get("device", "cpu"))
+    engine = loop.build_engine(cfg, DistInfo(device=device))
+    if spec.get("fused", True) is False:
+        t = cfg.train
+        engine.optimizer = torch.optim.AdamW(param_groups(engine.parallel, t.weight_decay), lr=t.lr,
+                                             betas=(t.beta1, t.beta2), foreach=True)
+    c = loop.Components(cfg, DistInfo(device=device), Path("."), engine.model, engine.core, engine.parallel,
+                        engine.wrapped, engine.optimizer, engine.scaler, engine.dtype, None, None, None,
+                        0, 0.0, 0.0, engine.compute)
+    engine.wrapped.train()
+    dim = cfg.model.modalities[0].input_size  # a patch, plus its flux features where the config has them
+    batch = {k: v.to(device) for k, v in make_batch(shape, shape.batch, shape.n_tokens, dim=dim).items()}
+    ids = [f"obj{i}" for i in range(shape.batch)]
+    batches = iter(lambda: (batch, ids), None)
+    counter = iter(range(10**9))
+
+    def step():
+        loop.train_step(c, batches, next(counter))
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    attention = contextlib.nullcontext()
+    if spec.get("sdpa") == "math":
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        attention = sdpa_kernel(SDPBackend.MATH)
+    tokens = shape.batch * shape.n_tokens * cfg.train.grad_accum
+    n_mm = matmul_params(engine.model)
+    info = {
+        "tokens_per_step": tokens,
+        "batch": shape.batch,
+        "seq": shape.n_tokens,
+        "grad_accum": cfg.train.grad_accum,
+        "dtype_resolved": str(engine.dtype).removeprefix("torch."),
+        "precision": engine.precision,
+        "n_params": engine.model.num_params(),
+        "n_params_matmul": n_mm,
+        "flops_per_step": tokens * common.train_flops_per_token(n_mm, shape.n_layer, shape.n_embd, shape.n_tokens),
+    }
+    return step, attention, info
 
 
 def bench_train(spec: dict) -> dict:
-    """Forward + backward + AdamW step of the AR loss; tokens/s and MFU inputs."""
-    model, shape = build(spec)
-    device = spec.get("device", "cpu")
-    model.train().to(device)
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
-    groups = [{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}]
-    opt = torch.optim.AdamW(groups, lr=1e-4, betas=(0.9, 0.95), fused=spec.get("fused", True))
-    loss_fn = LossForward(model)
-    if spec.get("compile"):
-        loss_fn = torch.compile(loss_fn)
-    batch = {k: v.to(device) for k, v in make_batch(shape, shape.batch, shape.n_tokens).items()}
-
-    def step():
-        with autocast(spec["dtype"], device):
-            loss = loss_fn(batch)
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        if device != "cpu":
-            torch.cuda.synchronize()
-
-    times = common.timed(step, spec["warmup"], spec["repeats"], spec.get("min_time", 0.0))
-    tokens = shape.batch * shape.n_tokens
-    return {
-        **common.stats(times),
-        "tokens_per_step": tokens,
-        "n_params": model.num_params(),
-        "n_params_matmul": matmul_params(model),
-        "flops_per_step": tokens
-        * common.train_flops_per_token(matmul_params(model), shape.n_layer, shape.n_embd, shape.n_tokens),
-    }
+    """Tokens/s of :func:`prepare_train`'s step, and the inputs of its MFU."""
+    step, attention, info = prepare_train(spec)
+    with attention:
+        times = common.timed(step, spec["warmup"], spec["repeats"], spec.get("min_time", 0.0))
+    return {**common.stats(times), **info, "warmup": spec["warmup"], "repeats": len(times)}
 
 
 def bench_embed(spec: dict) -> dict:
-    """Embeddings at the default layer (mean-pooled), batched; objects/s."""
+    """Embeddings at the default layer (mean-pooled), batched, as ``astropt embed`` computes
+    them (weights cast once to the dtype, autocast for the inputs); objects/s and FLOPs."""
     model, shape = build(spec)
     model.eval()
+    dtype = getattr(torch, spec["dtype"])
+    runner = model.inference_copy(dtype)
+    embed = torch.compile(runner.embed) if spec.get("compile") else runner.embed
     batch_size = spec.get("batch", 32)
     batch = make_batch(shape, batch_size, shape.n_tokens)
 
     def run():
-        with autocast(spec["dtype"]):
-            return model.embed(batch)["images"]
+        with torch.no_grad(), autocast(spec["dtype"]):
+            return embed(batch)["images"]
 
     times = common.timed(run, spec["warmup"], spec["repeats"], spec.get("min_time", 0.0))
-    return {**common.stats(times), "objects_per_step": batch_size}
+    return {**common.stats(times), "objects_per_step": batch_size,
+            "flops_per_step": batch_size * shape.n_tokens * embed_flops_per_token(model, shape)}
+
+
+def embed_flops_per_token(model: AstroPT, shape: common.Shape) -> float:
+    """Forward FLOPs per token up to the embedding layer: 2 x the matmul weights run (the
+    token encoder and the blocks up to ``default_embed_layer``) + the attention scores."""
+    run = model.config.default_embed_layer + 1
+    blocks = sum(p.numel() for b in list(model.blocks)[:run] for p in b.parameters() if p.dim() >= 2)
+    encoder = sum(p.numel() for p in model.encoders.parameters() if p.dim() >= 2)
+    return 2.0 * (blocks + encoder) + 4.0 * run * shape.n_embd * shape.n_tokens
 
 
 def bench_generate(spec: dict) -> dict:
-    """Complete ``n_new`` image tokens from ``n_given`` (one object), with/without KV cache."""
+    """Complete ``n_new`` image tokens from ``n_given`` (one object), with/without KV cache;
+    the bytes of weights each new token reads (the bandwidth limit's numerator)."""
     model, shape = build(spec)
     model.eval()
+    runner = model.inference_copy(getattr(torch, spec["dtype"]))
     given = make_batch(shape, 1, spec["n_given"])
 
     def run():
         with autocast(spec["dtype"]):
-            return model.generate(given, "images", spec["n_new"], use_cache=spec["use_cache"])
+            return runner.generate(given, "images", spec["n_new"], use_cache=spec["use_cache"])
 
     times = common.timed(run, spec["warmup"], spec["repeats"])
-    return {**common.stats(times)}
+    weights = sum(p.numel() * p.element_size() for n, p in runner.named_parameters() if ".wpe." not in n)
+    return {**common.stats(times), "n_new": spec["n_new"], "weight_bytes": weights}
+
+
+def bench_bandwidth(spec: dict) -> dict:
+    """Memory read bandwidth: a sum over a tensor far larger than the caches (bytes/s)."""
+    x = torch.ones(spec.get("mb", 512) * 2**20 // 4)
+    times = common.timed(lambda: float(x.sum()), warmup=2, repeats=spec.get("repeats", 8))
+    return {**common.stats(times), "bytes_per_s": x.numel() * 4 / min(times)}
 
 
 def bench_parity(spec: dict) -> dict:
@@ -226,6 +293,7 @@ HANDLERS = {
     "parity": bench_parity,
     "data": bench_data,
     "peak": bench_peak,
+    "bandwidth": bench_bandwidth,
 }
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ def build(spec: dict):
         n_layer=shape.n_layer,
         n_head=shape.n_head,
         n_embd=shape.n_embd,
-        n_chan=common.CHANNELS,
+        n_chan=shape.channels,
         dropout=0.0,
         bias=False,
         attn_type="causal",
@@ -35,9 +35,9 @@ def build(spec: dict):
     )
     images = ModalityConfig(
         name="images",
-        input_size=common.PATCH_DIM,
+        input_size=shape.patch_dim,
         pos_input_size=1,
-        patch_size=common.PATCH,
+        patch_size=shape.patch,
         embed_pos=True,
     )
     registry = ModalityRegistry([images])
@@ -45,10 +45,10 @@ def build(spec: dict):
     return GPT(config, registry), shape
 
 
-def make_batch(batch: int, n_tokens: int, seed: int = 1) -> dict[str, torch.Tensor]:
+def make_batch(batch: int, n_tokens: int, seed: int = 1, patch_dim: int = common.PATCH_DIM) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     return {
-        "images": torch.randn(batch, n_tokens, common.PATCH_DIM, generator=g),
+        "images": torch.randn(batch, n_tokens, patch_dim, generator=g),
         "images_positions": torch.arange(n_tokens).expand(batch, -1),
     }
 
@@ -64,7 +64,7 @@ def bench_train(spec: dict) -> dict:
     model, shape = build(spec)
     model.train()
     opt = model.configure_optimizers(0.1, 1e-4, (0.9, 0.95), "cpu")
-    tokens = make_batch(shape.batch, shape.n_tokens + 1)
+    tokens = make_batch(shape.batch, shape.n_tokens + 1, patch_dim=shape.patch_dim)
     inputs = {"images": tokens["images"][:, :-1], "images_positions": tokens["images_positions"][:, :-1]}
     targets = {"images": tokens["images"][:, 1:]}
 
@@ -88,7 +88,7 @@ def bench_embed(spec: dict) -> dict:
     model, shape = build(spec)
     model.eval()
     batch_size = spec.get("batch", 32)
-    batch = make_batch(batch_size, shape.n_tokens)
+    batch = make_batch(batch_size, shape.n_tokens, patch_dim=shape.patch_dim)
 
     def run():
         with autocast(spec["dtype"]):
@@ -114,7 +114,7 @@ def generate(model, inputs: dict, new_tokens: int) -> torch.Tensor:
 def bench_generate(spec: dict) -> dict:
     model, shape = build(spec)
     model.eval()
-    given = make_batch(1, spec["n_given"])
+    given = make_batch(1, spec["n_given"], patch_dim=shape.patch_dim)
 
     def run():
         with autocast(spec["dtype"]):
@@ -128,7 +128,7 @@ def bench_parity(spec: dict) -> dict:
     """Save weights, an input and the reference's fp32 outputs for ``ours_worker`` to compare."""
     model, shape = build(spec)
     model.eval()
-    batch = make_batch(4, shape.n_tokens, seed=7)
+    batch = make_batch(4, shape.n_tokens, seed=7, patch_dim=shape.patch_dim)
     with torch.no_grad():
         embeddings = model.generate_embeddings(batch)["images"]
         outputs, _ = model(batch)

@@ -65,6 +65,45 @@ def _train_rows(results: dict, section: dict, key_dtype: bool = True) -> list[li
     return rows
 
 
+def _run_shape(side: dict) -> str:
+    """``batch x seq [x accum], warm-up w, n timed``: what a row measured."""
+    if "batch" not in side:
+        return "-"
+    accum = f" x {side['grad_accum']}" if side.get("grad_accum", 1) > 1 else ""
+    return f"{side['batch']} x {side['seq']}{accum}, w{side.get('warmup', '?')}, n{side.get('repeats', '?')}"
+
+
+def _config_rows(results: dict) -> list[list[str]]:
+    rows = []
+    for key, pair in results["configs"].items():
+        o = pair["ours"]
+        rows.append([key, o.get("dtype_resolved", "-"), o.get("precision", "-"), _run_shape(o),
+                     f"{o['n_params'] / 1e6:.1f}M", _f(o["tokens_per_step"] / o["time_s"], 0),
+                     _mfu(o, o["flops_per_step"], _peak(results, o.get("dtype_resolved", "float32"))),
+                     _f(o["peak_rss_mb"], 0)])
+    return rows
+
+
+def _lever_rows(results: dict) -> list[list[str]]:
+    levers = results["levers"]
+    base = next(iter(levers.values()))
+    rows = []
+    for name, o in levers.items():
+        rows.append([name, _run_shape(o), _f(o["tokens_per_step"] / o["time_s"], 0),
+                     _ratio((base["time_s"] / base["tokens_per_step"]) / (o["time_s"] / o["tokens_per_step"])),
+                     _mfu(o, o["flops_per_step"], _peak(results, "bfloat16")), _f(o["peak_rss_mb"], 0)])
+    return rows
+
+
+def _width_rows(results: dict) -> list[list[str]]:
+    rows = []
+    for width, w in results["width"].items():
+        f32, b16 = w["float32"], w["bfloat16"]
+        rows.append([width, _f(f32["tokens_per_step"] / f32["time_s"], 0), _f(b16["tokens_per_step"] / b16["time_s"], 0),
+                     _ratio(w["bf16_speedup"])])
+    return rows
+
+
 TRAIN_HEADER = ["config/dtype", "params", "ours tok/s", "ref tok/s", "speedup", "ours MFU", "ref MFU", "ours RSS MB", "ref RSS MB"]
 
 
@@ -88,23 +127,45 @@ def render(results: dict) -> str:
         out += ["### Training step (forward + backward + AdamW), tokens/s", ""]
         out += _table(TRAIN_HEADER, _train_rows(results, results["train"])) + [""]
         out += _defaults_line(results) + [""]
+    if results.get("configs"):
+        out += ["### The shipped configs as `astropt train` runs them (ours), tokens/s", ""]
+        out += _table(["config/dtype", "resolved", "precision", "batch x seq, warm-up, timed", "params", "tok/s",
+                       "MFU", "RSS MB"], _config_rows(results)) + [""]
+    if results.get("levers"):
+        out += ["### Levers, one at a time (24M harness shape, bf16), against per-op autocast", ""]
+        out += _table(["lever", "batch x seq, warm-up, timed", "tok/s", "vs autocast", "MFU", "RSS MB"],
+                      _lever_rows(results)) + [""]
+    if results.get("width"):
+        out += ["### fp32 or bf16 by model width (4 blocks, 64 tokens, batch 32): the `dtype: auto` rule", ""]
+        out += _table(["n_embd", "fp32 tok/s", "bf16 tok/s", "bf16 / fp32"], _width_rows(results)) + [""]
     if results.get("embed"):
-        out += ["### Embeddings at the default layer, batch 32, objects/s", ""]
+        out += ["### Embeddings at the default layer, batch 32, objects/s (MFU: forward FLOPs of the blocks run)", ""]
         rows = []
         for key, pair in results["embed"].items():
             ours, ref = pair["ours"], pair["ref"]
             n = ours["objects_per_step"]
-            rows.append([key, _f(n / ours["time_s"]), _f(n / ref["time_s"]) if ref else "-", _ratio(pair["speedup"])])
-        out += _table(["config/dtype", "ours obj/s", "ref obj/s", "speedup"], rows) + [""]
+            dtype = key.split("/")[1].split("+")[0]
+            rows.append([key, _f(n / ours["time_s"]), _f(n / ref["time_s"]) if ref else "-", _ratio(pair["speedup"]),
+                         _mfu(ours, ours.get("flops_per_step"), _peak(results, dtype)),
+                         _mfu(ref, ours.get("flops_per_step"), _peak(results, dtype))])
+        out += _table(["config/dtype", "ours obj/s", "ref obj/s", "speedup", "ours MFU", "ref MFU"], rows) + [""]
     if results.get("generate"):
-        out += ["### Generation: 64 image tokens from 64 given (24M, batch 1, fp32), seconds", ""]
+        gen = results["generate"]
+        bw = gen.get("bandwidth", {}).get("bytes_per_s")
+        out += [f"### Generation: 64 image tokens from 64 given (24M, batch 1); memory read bandwidth "
+                f"{_f(bw / 1e9 if bw else None)} GB/s", ""]
         rows = []
-        for key, pair in results["generate"].items():
-            if pair is None:
+        for key, pair in gen.items():
+            if key == "bandwidth" or pair is None:
                 continue
-            ref = pair["ref"]
-            rows.append([key, _f(pair["ours"]["time_s"], 3), _f(ref["time_s"], 3) if ref else "-", _ratio(pair["speedup"])])
-        out += _table(["ours", "ours s", "ref s (no cache)", "speedup"], rows) + [""]
+            ours, ref = pair["ours"], pair["ref"]
+            per_token = ours["time_s"] / ours.get("n_new", 64)
+            limit = ours["weight_bytes"] / bw if bw and "weight_bytes" in ours else None
+            rows.append([key, _f(ours["time_s"], 3), _f(ref["time_s"], 3) if ref else "-", _ratio(pair["speedup"]),
+                         _f(per_token * 1e3, 2), _f(limit * 1e3 if limit else None, 2),
+                         _ratio(per_token / limit if limit else None)])
+        out += _table(["ours", "ours s", "ref s (no cache)", "speedup", "ms / token", "limit ms / token",
+                       "x limit"], rows) + [""]
     if results.get("data"):
         out += ["### Data: prepared shards -> model batches (read, tokenise, collate), 1 process", ""]
         rows = []

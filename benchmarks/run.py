@@ -28,7 +28,11 @@ from benchmarks.refenv import REFERENCE_VERSION, ensure_refenv
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "out"
-SECTIONS = ("peak", "train", "embed", "generate", "data", "scaling", "parity", "gpu")
+SECTIONS = ("peak", "train", "configs", "levers", "width", "embed", "generate", "data", "scaling", "parity", "gpu")
+ALLOCATORS = {  # Debian's libjemalloc2 / libtcmalloc-minimal4, preloaded where installed
+    "jemalloc": "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2",
+    "tcmalloc": "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4",
+}
 
 
 class WorkerError(RuntimeError):
@@ -66,10 +70,10 @@ class Bench:
         self.log: list[dict] = []
         self.env = worker_env(args.omp_wait)
 
-    def one(self, side: str, spec: dict) -> dict:
+    def one(self, side: str, spec: dict, env: dict | None = None) -> dict:
         python, script = (self.ours, "ours_worker.py") if side == "ours" else (self.ref, "reference_worker.py")
         t0 = time.perf_counter()
-        result = run_worker(python, script, spec, env=self.env)
+        result = run_worker(python, script, spec, env={**self.env, **(env or {})})
         result["side"], result["wall_s"] = side, round(time.perf_counter() - t0, 2)
         if self.stat in result:
             result["time_s"] = result[self.stat]
@@ -158,6 +162,74 @@ def section_train(b: Bench) -> dict:
     return out
 
 
+def section_configs(b: Bench) -> dict:
+    """The shipped configs as ``astropt train --config`` runs them (their batch size, their
+    sequence length, ``dtype: auto`` and the default mixed precision), ours only; the 20m
+    config at ``grad_accum 1`` (its 10 micro-batches per step would take minutes each)."""
+    out = {}
+    for name, dtypes, overrides in (("tiny-cpu", ("auto", "float32", "bfloat16"), []),
+                                    ("astropt-20m", ("auto", "float32"), ["train.grad_accum=1"])):
+        for dtype in dtypes:
+            spec = {"bench": "train", "config": name, "overrides": overrides, "dtype": dtype,
+                    "warmup": 2 if name == "tiny-cpu" else 1, "repeats": reps(b.args, 8, 3) if name == "tiny-cpu" else 2}
+            runs = [b.one("ours", spec) for _ in range(1 if b.args.quick else b.rounds)]
+            out[f"{name}/{dtype}"] = {"ours": summarise(runs, b.stat), "ref": None, "speedup": None}
+    return out
+
+
+LEVERS = {  # one change each from today's bf16 step (per-op autocast), 24M harness shape
+    "autocast (before)": {"mixed_precision": "autocast"},
+    "cast_once": {"mixed_precision": "cast_once"},
+    "autocast+compile": {"mixed_precision": "autocast", "compile": True},
+    "cast_once+compile": {"mixed_precision": "cast_once", "compile": True},
+    "cast_once+sdpa math": {"mixed_precision": "cast_once", "sdpa": "math"},
+    "cast_once+foreach AdamW": {"mixed_precision": "cast_once", "fused": False},
+    "cast_once, batch 32": {"mixed_precision": "cast_once", "batch": 32},
+    "cast_once, batch 8 x accum 4": {"mixed_precision": "cast_once", "grad_accum": 4},
+    "cast_once+jemalloc": {"mixed_precision": "cast_once", "allocator": "jemalloc"},
+    "cast_once+tcmalloc": {"mixed_precision": "cast_once", "allocator": "tcmalloc"},
+}
+
+
+def section_levers(b: Bench) -> dict:
+    """Each lever alone, ours only, bf16; the order is reversed every round so that drift in
+    the machine's speed does not favour one lever."""
+    rounds = 1 if b.args.quick else b.rounds
+    names = list(LEVERS)
+    got: dict[str, list[dict]] = {n: [] for n in names}
+    for r in range(rounds):
+        for name in names if r % 2 == 0 else reversed(names):
+            lever = dict(LEVERS[name])
+            allocator = lever.pop("allocator", None)
+            if allocator and not Path(ALLOCATORS[allocator]).exists():
+                continue
+            shape = common.SHAPES["24M"].to_json()
+            shape["batch"] = lever.pop("batch", shape["batch"])
+            spec = {"bench": "train", "shape": shape, "dtype": "bfloat16", "warmup": 3 if lever.get("compile") else 2,
+                    "repeats": reps(b.args, 6, 3), **lever}
+            env = {"LD_PRELOAD": ALLOCATORS[allocator]} if allocator else None
+            result = b.one("ours", spec, env)
+            result["lever"], result["allocator"] = name, allocator
+            got[name].append(result)
+    return {n: summarise(v, b.stat) for n, v in got.items() if v}
+
+
+def section_width(b: Bench) -> dict:
+    """fp32 against bf16 (the default mixed precision) by model width, at the tiny-cpu
+    layout (4 blocks, 64 tokens of 8x8x4, batch 32): where ``dtype: auto`` switches."""
+    out = {}
+    for width in (96, 192, 256, 384, 512):
+        shape = common.Shape(f"w{width}", 4, 4, width, 64, 32, patch=8, channels=4).to_json()
+        base = {"bench": "train", "shape": shape, "warmup": 2, "repeats": reps(b.args, 8, 3)}
+        rows = {}
+        for r in range(1 if b.args.quick else b.rounds):
+            for dtype in ("float32", "bfloat16") if r % 2 == 0 else ("bfloat16", "float32"):
+                rows.setdefault(dtype, []).append(b.one("ours", dict(base, dtype=dtype)))
+        fp32, bf16 = summarise(rows["float32"], b.stat), summarise(rows["bfloat16"], b.stat)
+        out[str(width)] = {"float32": fp32, "bfloat16": bf16, "bf16_speedup": fp32["time_s"] / bf16["time_s"]}
+    return out
+
+
 def section_embed(b: Bench) -> dict:
     out = {}
     for name in ("tiny-cpu", "24M"):
@@ -172,15 +244,28 @@ def section_embed(b: Bench) -> dict:
                 "min_time": 1.0,
             }
             out[f"{name}/{dtype}"] = b.pair(spec)
+    # torch.compile of the embedding (ours only: the reference has no such path)
+    spec = {"bench": "embed", "shape": common.SHAPES["24M"].to_json(), "dtype": "bfloat16", "batch": 32,
+            "warmup": 2, "repeats": reps(b.args, 5, 2), "min_time": 1.0, "compile": True}
+    out["24M/bfloat16+compile"] = {"ours": b.one("ours", spec), "ref": None, "speedup": None}
     return out
 
 
-def section_generate(b: Bench) -> dict:
-    base = {"bench": "generate", "shape": common.SHAPES["24M"].to_json(), "dtype": "float32"}
-    base.update(n_given=64, n_new=64, warmup=1, repeats=reps(b.args, 3, 1))
-    cached = b.pair(dict(base, use_cache=True))
-    uncached = b.pair(dict(base, use_cache=False)) if not b.args.quick or b.ref is None else None
-    return {"kv_cache": cached, "no_cache": uncached}
+def section_generate(b: Bench, dtype: str) -> dict:
+    """64 new tokens from 64 given, one object, at the default dtype (and fp32), with the
+    memory read bandwidth measured in the same run: the per-token limit is the bytes of
+    weights read per token / bandwidth."""
+    out = {"bandwidth": b.one("ours", {"bench": "bandwidth", "repeats": 8})}
+    for name in dict.fromkeys((dtype, "float32")):
+        base = {"bench": "generate", "shape": common.SHAPES["24M"].to_json(), "dtype": name}
+        base.update(n_given=64, n_new=64, warmup=1, repeats=reps(b.args, 3, 1))
+        out[f"kv_cache/{name}"] = b.pair(dict(base, use_cache=True))
+        if name == "float32" and not b.args.quick:
+            out[f"no_cache/{name}"] = b.pair(dict(base, use_cache=False))
+    again = b.one("ours", {"bench": "bandwidth", "repeats": 8})
+    if again["bytes_per_s"] > out["bandwidth"]["bytes_per_s"]:
+        out["bandwidth"] = again
+    return out
 
 
 def section_data(b: Bench) -> dict:
@@ -301,8 +386,11 @@ def main(argv: list[str] | None = None) -> dict:
     runners = {
         "peak": lambda: section_peak(b),
         "train": lambda: section_train(b),
+        "configs": lambda: section_configs(b),
+        "levers": lambda: section_levers(b),
+        "width": lambda: section_width(b),
         "embed": lambda: section_embed(b),
-        "generate": lambda: section_generate(b),
+        "generate": lambda: section_generate(b, default_dtype),
         "data": lambda: section_data(b),
         "scaling": lambda: section_scaling(b, default_dtype),
         "parity": lambda: section_parity(b),

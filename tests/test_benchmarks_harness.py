@@ -79,3 +79,25 @@ def test_report_ratios_and_mfu():
     assert "500" in row and "200" in row and "2.50x" in row and "50%" in row and "20%" in row
     assert "vs reference fp32: 2.50x" in text
     json.dumps(results)  # the results stay JSON-serialisable
+
+
+def test_report_levers_width_and_generation_limit():
+    machine = {"cpu": "x", "cores": 2, "bf16_hw": ["amx_bf16"], "torch": "t", "threads": 2, "date": "d"}
+    step = {"tokens_per_step": 1000, "flops_per_step": 1e12, "batch": 8, "seq": 125, "grad_accum": 1,
+            "warmup": 2, "repeats": 6}
+    results = {
+        "machine": machine, "reference": None, "default_dtype": "bfloat16", "quick": True,
+        "peak": {"bfloat16": {"flops": 1e12}},
+        "levers": {"autocast (before)": _result(4.0, **step), "cast_once": _result(2.0, **step)},
+        "width": {"96": {"float32": _result(1.0, **step), "bfloat16": _result(2.0, **step), "bf16_speedup": 0.5}},
+        "generate": {"bandwidth": {"bytes_per_s": 1e10},
+                     "kv_cache/bfloat16": {"ours": _result(1.28, n_new=64, weight_bytes=1e8), "ref": None, "speedup": None}},
+    }
+    lines = report.render(results).splitlines()
+    lever = next(line for line in lines if line.startswith("| cast_once |"))
+    # Twice the tokens/s of the first (baseline) row, 50% MFU (1e12 FLOP in 2 s on 1e12 FLOP/s).
+    assert "2.00x" in lever and "50%" in lever and "8 x 125, w2, n6" in lever
+    assert "0.50x" in next(line for line in lines if line.startswith("| 96 |"))
+    gen = next(line for line in lines if line.startswith("| kv_cache/bfloat16"))
+    # 1.28 s / 64 tokens = 20 ms per token; limit 1e8 B / 1e10 B/s = 10 ms: 2x the limit.
+    assert "| 20.00 | 10.00 | 2.00x |" in gen

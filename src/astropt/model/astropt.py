@@ -429,6 +429,16 @@ class AstroPT(PretrainedMixin, nn.Module):
             raise ValueError("pool 'none' gives token embeddings (B, n, C), not one vector per object")
         return self.config.n_embd if len(names) > 1 else pooled_width(self.config.n_embd, pool)
 
+    def inference_copy(self, dtype: torch.dtype) -> AstroPT:
+        """This model for inference in ``dtype``: itself for fp32, else an eval-mode copy with
+        its weights cast once to ``dtype`` (run it under :func:`astropt.runtime.autocast`,
+        which then casts only the inputs). The caller's model is never changed."""
+        if dtype == torch.float32 or self.config.backbone == "llm":
+            return self
+        import copy
+
+        return copy.deepcopy(self).to(dtype).eval()
+
     @torch.no_grad()
     def embed(
         self,
