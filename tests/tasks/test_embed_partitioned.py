@@ -57,3 +57,19 @@ def test_unfinished_or_damaged_folder_is_named(model_dir, shard_dir, tmp_path):
     # rerunning the same command finishes it
     embed(model_dir, shard_dir, folder, part_size=8, dtype="float32", device="cpu", progress=False)
     assert len(load_embeddings(folder).ids) == 40
+
+
+def test_bf16_embedding_casts_the_weights_once_and_stays_close_to_fp32(model_dir, shard_dir, tmp_path):
+    from astropt.model import load_pretrained
+
+    kw = dict(part_size=64, device="cpu", progress=False)
+    full = load_embeddings(embed(model_dir, shard_dir, tmp_path / "f32.parquet", dtype="float32", **kw))
+    model = load_pretrained(model_dir)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    half = load_embeddings(embed(model, shard_dir, tmp_path / "bf16.parquet", dtype="bfloat16", **kw))
+    assert half.meta["dtype"] == "bfloat16"
+    # the caller's model is untouched (the bf16 weights are a copy)
+    assert all(v.dtype == before[k].dtype and v.equal(before[k]) for k, v in model.state_dict().items())
+    a, b = full.matrix(), half.matrix()
+    cos = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    assert cos.min() > 0.99, cos.min()

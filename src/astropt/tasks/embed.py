@@ -171,7 +171,7 @@ def _embed(model, data, out: Path, layer, pool, batch_size: int, dtype: str, dev
     all_layers = str(layer) == "all"
     layer = None if all_layers or layer is None else int(layer)
     pool = pool or model.config.embed_pool
-    amp = resolve_dtype(dtype, device)
+    amp = resolve_dtype(dtype, device, model.config.n_embd)
     meta = {
         "model": config_hash(model.config),
         "weights": _weights_signature(model),
@@ -190,8 +190,9 @@ def _embed(model, data, out: Path, layer, pool, batch_size: int, dtype: str, dev
     }
     # One writer per output: rank 0 holds the lock (ranks write disjoint parts under it).
     with output_lock(out) if rank == 0 else contextlib.nullcontext():
-        _embed_parts(model, data, configs, indices, out, meta, layer, all_layers, batch_size, amp, device,
-                     progress, rank, world)
+        # Weights cast once to the compute dtype (autocast then casts only the inputs).
+        _embed_parts(model.inference_copy(amp), data, configs, indices, out, meta, layer, all_layers, batch_size,
+                     amp, device, progress, rank, world)
     return out
 
 
