@@ -188,6 +188,7 @@ LEVERS = {  # one change each from today's bf16 step (per-op autocast), 24M harn
     "cast_once, batch 8 x accum 4": {"mixed_precision": "cast_once", "grad_accum": 4},
     "cast_once+jemalloc": {"mixed_precision": "cast_once", "allocator": "jemalloc"},
     "cast_once+tcmalloc": {"mixed_precision": "cast_once", "allocator": "tcmalloc"},
+    "cast_once, OMP_WAIT_POLICY=PASSIVE": {"mixed_precision": "cast_once", "env": {"OMP_WAIT_POLICY": "PASSIVE"}},
 }
 
 
@@ -201,15 +202,17 @@ def section_levers(b: Bench) -> dict:
         for name in names if r % 2 == 0 else reversed(names):
             lever = dict(LEVERS[name])
             allocator = lever.pop("allocator", None)
+            env = dict(lever.pop("env", {}))
             if allocator and not Path(ALLOCATORS[allocator]).exists():
                 continue
             shape = common.SHAPES["24M"].to_json()
             shape["batch"] = lever.pop("batch", shape["batch"])
             spec = {"bench": "train", "shape": shape, "dtype": "bfloat16", "warmup": 3 if lever.get("compile") else 2,
                     "repeats": reps(b.args, 6, 3), **lever}
-            env = {"LD_PRELOAD": ALLOCATORS[allocator]} if allocator else None
+            if allocator:
+                env["LD_PRELOAD"] = ALLOCATORS[allocator]
             result = b.one("ours", spec, env)
-            result["lever"], result["allocator"] = name, allocator
+            result["lever"], result["env"] = name, {**b.env, **env}
             got[name].append(result)
     return {n: summarise(v, b.stat) for n, v in got.items() if v}
 
