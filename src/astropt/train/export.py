@@ -11,7 +11,7 @@ import torch
 from astropt.config import ModelConfig, from_dict
 from astropt.model.astropt import AstroPT
 from astropt.model.io import save_pretrained
-from astropt.train.checkpoint import load_latest
+from astropt.train.checkpoint import load_latest, load_shards
 from astropt.train.figures import plot_losses
 from astropt.train.logging import read_metrics
 
@@ -27,8 +27,19 @@ def export_weights(
     return save_pretrained(model, out, extra=extra)
 
 
+def _gather_shards(config: ModelConfig, folder: str) -> dict[str, torch.Tensor]:
+    """The full model state (keys ``model.*``, as training saves it) of a sharded folder."""
+    model = AstroPT(config)
+    tensors = {"model": {f"model.{k}": v for k, v in model.state_dict().items()}}
+    load_shards(folder, tensors)
+    return tensors["model"]
+
+
 def export(run_dir: str | Path, out: str | Path, step: int | None = None) -> Path:
     """Write a pretrained folder (``model.safetensors`` + ``config.json``) from a checkpoint.
+
+    A sharded (FSDP) checkpoint folder is gathered into full tensors in this one process,
+    whatever the number of ranks that wrote it (its optimizer state is not read).
 
     Args:
         run_dir: a training run folder.
@@ -39,7 +50,8 @@ def export(run_dir: str | Path, out: str | Path, step: int | None = None) -> Pat
     if state is None:
         raise ValueError(f"{run_dir}: no checkpoint to export")
     config = from_dict(ModelConfig, state["config"]["model"])
-    export_weights(config, state["model"], out, {"run_config": state["config"], "step": state["step"]})
+    weights = state["model"] if "shards" not in state else _gather_shards(config, state["shards"])
+    export_weights(config, weights, out, {"run_config": state["config"], "step": state["step"]})
     log.info("exported step %d of %s to %s", state["step"], run_dir, out)
     return Path(out)
 
