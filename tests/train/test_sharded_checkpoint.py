@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import pickle
 import shutil
+from fractions import Fraction
 
 import pytest
 import torch
@@ -57,3 +60,22 @@ def test_damaged_newest_folder_is_skipped_and_all_damaged_is_an_error(tmp_path):
     (ckpt.checkpoint_path(run, 2, sharded=True) / ".metadata").write_bytes(b"\x00" * 10)
     with pytest.raises(ckpt.CheckpointError, match="unreadable"):
         ckpt.load_latest(run)
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return (os.getcwd, ())  # harmless here, but any callable could be named
+
+
+def test_reading_a_folder_never_runs_code_from_it(tmp_path):
+    run = tmp_path / "run"
+    folder = _save(run, 2)
+    (folder / ".metadata").write_bytes(pickle.dumps(_RunsCode()))
+    with pytest.raises(ValueError, match="not part of DCP metadata"):
+        ckpt.load_latest(run, step=2)
+    # Non-tensor values (optimizer hyperparameters) are read as plain data only.
+    other = _save(run, 4)
+    ckpt.save_sharded(run, 6, {"model": {"x": Fraction(1, 3)}}, {}, keep_last=0)
+    with pytest.raises(ckpt.CheckpointError, match="step-00000006: cannot load"):
+        ckpt.load_shards(ckpt.checkpoint_path(run, 6, sharded=True), {"model": {"x": 0}})
+    ckpt.load_shards(other, {"model": {"w": torch.zeros(4, 3)}})  # a partial read is fine

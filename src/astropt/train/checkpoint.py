@@ -18,25 +18,20 @@ one is skipped with a warning on load.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import random
 import re
 import shutil
-import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.distributed as dist
-import torch.distributed.checkpoint as dcp
-from torch.distributed.checkpoint import FileSystemReader
 
-from astropt.atomic import atomic_path, publish_folder
+from astropt.atomic import atomic_path, disk_full, is_disk_full, publish_folder
 from astropt.config import TrainConfig
 from astropt.runtime import barrier, rank_world
+from astropt.train import sharded as dcp_folder
 
 log = logging.getLogger(__name__)
 
@@ -155,10 +150,13 @@ def save_sharded(
         _remove(tmp)  # a save of the same step killed earlier
         tmp.mkdir(parents=True)
     barrier()
-    # Each rank writes and fsyncs its shard files; the coordinator (rank 0) writes
-    # .metadata once all ranks have reported theirs, so when rank 0 returns every shard is there.
-    with _dcp_calls() as no_dist:
-        dcp.save(tensors, checkpoint_id=tmp, no_dist=no_dist)
+    # When rank 0 returns from the write, every rank's shards and the .metadata are on disk.
+    try:
+        dcp_folder.write(tmp, tensors)
+    except OSError as exc:
+        if is_disk_full(exc):
+            raise disk_full(path, "the previous checkpoints are kept") from exc
+        raise
     if main:
         with atomic_path(tmp / EXTRA) as part:
             torch.save({"format": FORMAT, "step": step, "sharded": True, **(extra or {})}, part)
@@ -170,43 +168,15 @@ def save_sharded(
     return path
 
 
-@contextlib.contextmanager
-def _dcp_calls() -> Iterator[bool]:
-    """Yield DCP's ``no_dist``: True in one process without a process group (DCP then reads
-    or writes everything itself; its warning that it assumes so is expected here)."""
-    no_dist = not (dist.is_available() and dist.is_initialized())
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
-        yield no_dist
-
-
-def _check_shards(path: Path) -> None:
-    """Raise ValueError unless the DCP metadata reads and every shard it names is whole."""
-    try:
-        metadata = FileSystemReader(path).read_metadata()
-    except Exception as exc:  # noqa: BLE001 - a damaged pickle raises many kinds
-        raise ValueError(f"{path}: unreadable sharded checkpoint (.metadata: {_reason(exc)})") from exc
-    needed: dict[str, int] = {}
-    for info in metadata.storage_data.values():
-        needed[info.relative_path] = max(needed.get(info.relative_path, 0), info.offset + info.length)
-    for name, size in sorted(needed.items()):
-        shard = path / name
-        if not shard.is_file():
-            raise ValueError(f"{path}: incomplete sharded checkpoint (shard {name} missing)")
-        if shard.stat().st_size < size:
-            raise ValueError(f"{path}: incomplete sharded checkpoint (shard {name} is cut short)")
-
-
 def load_shards(path: str | Path, tensors: dict[str, Any]) -> None:
     """Load a sharded folder's tensors into ``tensors`` in place, resharded to this run's
     layout (DTensor shards under FSDP at any world size, full tensors in one process).
     Only the keys of ``tensors`` are read (e.g. just ``{"model": ...}``)."""
     try:
-        with _dcp_calls() as no_dist:
-            dcp.load(tensors, checkpoint_id=Path(path), no_dist=no_dist)
+        dcp_folder.read(Path(path), tensors)
     except Exception as exc:  # noqa: BLE001 - DCP wraps every rank's failure in its own kind
-        raise CheckpointError(f"{path}: cannot load its shards ({_reason(exc)}); resume from an earlier "
-                              f"checkpoint (remove this folder) or pass --overwrite") from exc
+        raise CheckpointError(f"{path}: cannot load its shards ({_reason(exc)}); remove this folder to use "
+                              "the checkpoint before it") from exc
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -217,7 +187,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """
     path = Path(path)
     if path.is_dir():
-        _check_shards(path)
+        dcp_folder.check(path)
         return {**load_checkpoint(path / EXTRA), "shards": str(path)}
     if not path.is_file():
         raise ValueError(f"{path}: missing (a sharded checkpoint without its {EXTRA})")
