@@ -47,6 +47,14 @@ def test_keep_last_prunes_folders_and_files_alike(tmp_path):
         _save(run, step, keep_last=2)
     assert [s for s, _ in ckpt.list_checkpoints(run)] == [3, 4]
     assert not ckpt.checkpoint_path(run, 1).exists()
+    # A step saved again (a run resumed before it) replaces the old checkpoint, of either kind.
+    ckpt.save_sharded(run, 4, _tensors(40), {}, keep_last=2)
+    into = {"model": {k: torch.zeros_like(v) for k, v in _tensors(0)["model"].items()}}
+    ckpt.load_shards(ckpt.checkpoint_path(run, 4, sharded=True), into)
+    assert torch.equal(into["model"]["w"], _tensors(40)["model"]["w"])
+    ckpt.save_checkpoint(run, 4, {"model": {}}, keep_last=2)
+    assert [p.name for _, p in ckpt.list_checkpoints(run)] == ["step-00000003", "step-00000004.pt"]
+    assert not list((run / ckpt.CKPT_DIR).glob(".*"))
 
 
 def test_damaged_newest_folder_is_skipped_and_all_damaged_is_an_error(tmp_path):
