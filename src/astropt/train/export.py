@@ -27,12 +27,13 @@ def export_weights(
     return save_pretrained(model, out, extra=extra)
 
 
-def _gather_shards(config: ModelConfig, folder: str) -> dict[str, torch.Tensor]:
-    """The full model state (keys ``model.*``, as training saves it) of a sharded folder."""
+def _model_from_shards(config: ModelConfig, folder: str) -> AstroPT:
+    """A model with the weights of a sharded folder, read straight into its parameters."""
     model = AstroPT(config)
-    tensors = {"model": {f"model.{k}": v for k, v in model.state_dict().items()}}
+    tensors = {"model": {f"model.{k}": v for k, v in model.state_dict().items()}}  # keys as training saves them
     load_shards(folder, tensors)
-    return tensors["model"]
+    model.load_state_dict({k.removeprefix("model."): v for k, v in tensors["model"].items()})
+    return model
 
 
 def export(run_dir: str | Path, out: str | Path, step: int | None = None) -> Path:
@@ -50,8 +51,11 @@ def export(run_dir: str | Path, out: str | Path, step: int | None = None) -> Pat
     if state is None:
         raise ValueError(f"{run_dir}: no checkpoint to export")
     config = from_dict(ModelConfig, state["config"]["model"])
-    weights = state["model"] if "shards" not in state else _gather_shards(config, state["shards"])
-    export_weights(config, weights, out, {"run_config": state["config"], "step": state["step"]})
+    extra = {"run_config": state["config"], "step": state["step"]}
+    if "shards" in state:
+        save_pretrained(_model_from_shards(config, state["shards"]), out, extra=extra)
+    else:
+        export_weights(config, state["model"], out, extra)
     log.info("exported step %d of %s to %s", state["step"], run_dir, out)
     return Path(out)
 
