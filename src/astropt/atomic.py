@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -108,3 +109,20 @@ def atomic_write_bytes(path: str | os.PathLike, blob: bytes) -> None:
     """Write bytes atomically: temp file in the same folder, fsync, ``os.replace``."""
     with atomic_path(path) as tmp:
         tmp.write_bytes(blob)
+
+
+def publish_folder(tmp: str | os.PathLike, path: str | os.PathLike) -> None:
+    """Rename the completely written folder ``tmp`` to ``path``, so that ``path`` is there
+    whole or not at all (for outputs written by several processes, e.g. sharded checkpoints).
+
+    The caller has fsynced the files inside. A folder already at ``path`` is replaced: it is
+    moved aside first and deleted after the rename.
+    """
+    tmp, path = Path(tmp), Path(path)
+    old = path.with_name(f".{path.name}.old.tmp")
+    if path.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(path, old)
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+    shutil.rmtree(old, ignore_errors=True)

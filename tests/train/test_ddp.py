@@ -2,43 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import socket
-import time
-
 import pytest
-import torch.multiprocessing as mp
-from train_fixtures import tiny_config
+from train_fixtures import run_ranks, tiny_config
 
 from astropt.train.logging import read_metrics
 from astropt.train.loop import train
 
 RTOL = 1e-5  # float sums in a different order (all-reduce of two half-batch gradients)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _worker(rank: int, world: int, port: int, cfg) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
-                      LOCAL_RANK=str(rank), WORLD_SIZE=str(world), OMP_NUM_THREADS="1")
-    train(cfg)
-
-
-def _run_ranks(cfg, world: int = 2, limit_s: float = 600) -> None:
-    """Run the ranks; a rank that hangs (e.g. its peer died under load) fails the test after
-    ``limit_s`` instead of blocking the suite."""
-    ctx = mp.start_processes(_worker, args=(world, _free_port(), cfg), nprocs=world, start_method="spawn",
-                             join=False)
-    deadline = time.monotonic() + limit_s
-    while not ctx.join(timeout=5):
-        if time.monotonic() > deadline:
-            for p in ctx.processes:
-                p.kill()
-            pytest.fail(f"{world} ranks did not finish within {limit_s:.0f} s")
 
 
 def _compare(single_dir, multi_dir) -> float:
@@ -60,7 +30,7 @@ def test_two_cpu_ranks_match_one_rank_with_the_same_global_batch(shard_dir, tmp_
     single = tiny_config(shard_dir, tmp_path / "single", "data.batch_size=4", *common)
     multi = tiny_config(shard_dir, tmp_path / "multi", "data.batch_size=2", f"train.fsdp={str(fsdp).lower()}", *common)
     train(single)
-    _run_ranks(multi)
+    run_ranks(multi)
     worst = _compare(tmp_path / "single", tmp_path / "multi")
     print(f"{'FSDP' if fsdp else 'DDP'} 2 ranks vs 1: worst relative loss difference {worst:.2e}")
     # The checkpoint of a 2-rank run resumes in one process (positions are re-dealt).

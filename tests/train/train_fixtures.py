@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import time
 from pathlib import Path
 
 import numpy as np
+import pytest
+import torch.multiprocessing as mp
 
 from astropt.config import RunConfig, load_config
 from astropt.data.shards import ArraySpec, finalize, write_shard
@@ -44,3 +49,30 @@ def tiny_config(data: Path, out: Path, *overrides: str) -> RunConfig:
         "train.peak_tflops=1.0", "train.figures=false",
     ]
     return load_config(None, base + list(overrides))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _rank_worker(rank: int, world: int, port: int, cfg: RunConfig, resume: bool) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      LOCAL_RANK=str(rank), WORLD_SIZE=str(world), OMP_NUM_THREADS="1")
+    from astropt.train.loop import train
+
+    train(cfg, resume=resume)
+
+
+def run_ranks(cfg: RunConfig, world: int = 2, resume: bool = False, limit_s: float = 600) -> None:
+    """Train ``cfg`` on ``world`` Gloo processes; a rank that hangs (e.g. its peer died under
+    load) fails the test after ``limit_s`` instead of blocking the suite."""
+    ctx = mp.start_processes(_rank_worker, args=(world, _free_port(), cfg, resume), nprocs=world,
+                             start_method="spawn", join=False)
+    deadline = time.monotonic() + limit_s
+    while not ctx.join(timeout=5):
+        if time.monotonic() > deadline:
+            for p in ctx.processes:
+                p.kill()
+            pytest.fail(f"{world} ranks did not finish within {limit_s:.0f} s")

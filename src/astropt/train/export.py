@@ -11,7 +11,7 @@ import torch
 from astropt.config import ModelConfig, from_dict
 from astropt.model.astropt import AstroPT
 from astropt.model.io import save_pretrained
-from astropt.train.checkpoint import load_latest
+from astropt.train.checkpoint import load_latest, load_shards
 from astropt.train.figures import plot_losses
 from astropt.train.logging import read_metrics
 
@@ -27,8 +27,20 @@ def export_weights(
     return save_pretrained(model, out, extra=extra)
 
 
+def _model_from_shards(config: ModelConfig, folder: str) -> AstroPT:
+    """A model with the weights of a sharded folder, read straight into its parameters."""
+    model = AstroPT(config)
+    tensors = {"model": {f"model.{k}": v for k, v in model.state_dict().items()}}  # keys as training saves them
+    load_shards(folder, tensors)
+    model.load_state_dict({k.removeprefix("model."): v for k, v in tensors["model"].items()})
+    return model
+
+
 def export(run_dir: str | Path, out: str | Path, step: int | None = None) -> Path:
     """Write a pretrained folder (``model.safetensors`` + ``config.json``) from a checkpoint.
+
+    A sharded (FSDP) checkpoint folder is gathered into full tensors in this one process,
+    whatever the number of ranks that wrote it (its optimizer state is not read).
 
     Args:
         run_dir: a training run folder.
@@ -39,7 +51,11 @@ def export(run_dir: str | Path, out: str | Path, step: int | None = None) -> Pat
     if state is None:
         raise ValueError(f"{run_dir}: no checkpoint to export")
     config = from_dict(ModelConfig, state["config"]["model"])
-    export_weights(config, state["model"], out, {"run_config": state["config"], "step": state["step"]})
+    extra = {"run_config": state["config"], "step": state["step"]}
+    if "shards" in state:
+        save_pretrained(_model_from_shards(config, state["shards"]), out, extra=extra)
+    else:
+        export_weights(config, state["model"], out, extra)
     log.info("exported step %d of %s to %s", state["step"], run_dir, out)
     return Path(out)
 

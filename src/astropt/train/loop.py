@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict, set_state_dict
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
@@ -42,6 +42,7 @@ from astropt.train.logging import (
 )
 from astropt.train.optim import build_optimizer, lr_at, set_lr
 from astropt.train.precision import ComputeCopy, resolve_mixed_precision
+from astropt.train.state import restore, save
 
 log = logging.getLogger(__name__)
 
@@ -308,50 +309,6 @@ def eval_step(c: Components) -> float:
         total += compute_loss(c, to_device(batch, c.info.device), [c.cfg.train.seed, -1, i, c.info.rank]).float()
     c.wrapped.train()
     return dist_utils.mean_across_ranks(total / max(n, 1)).item()
-
-
-# ----------------------------------------------------------------------------- state
-
-
-def save(c: Components, step: int) -> None:
-    """Checkpoint after ``step`` completed steps (full tensors, written by rank 0)."""
-    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
-    model_state, optim_state = get_state_dict(c.core, c.optimizer, options=options)
-    ranks = dist_utils.gather_objects({"loader": c.train_loader.state_dict(), "rng": ckpt.rng_state()})
-    if c.info.is_main:
-        state = {"model": model_state, "optimizer": optim_state, "scaler": c.scaler.state_dict(),
-                 "ranks": ranks, "world_size": c.info.world_size, "config": to_dict(c.cfg)}
-        ckpt.save_checkpoint(c.run_dir, step, state, c.cfg.train.keep_last)
-    dist_utils.barrier()
-
-
-def restore(c: Components) -> int:
-    """Load the latest good checkpoint into the components; returns its step (0: none)."""
-    ckpt.remove_stale_temporaries(c.run_dir)
-    state = ckpt.load_latest(c.run_dir)
-    if state is None:
-        log.warning("%s: nothing to resume from; starting at step 0", c.run_dir)
-        return 0
-    if state["config"]["model"] != to_dict(c.cfg.model):
-        raise ConfigError(f"{c.run_dir}: the model config differs from the checkpoint's; cannot resume")
-    options = StateDictOptions(full_state_dict=True)
-    set_state_dict(c.core, c.optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"],
-                   options=options)
-    c.scaler.load_state_dict(state["scaler"])
-    ranks, w = state["ranks"], c.info.world_size
-    if len(ranks) == w:
-        mine = ranks[c.info.rank]
-        c.train_loader.load_state_dict(mine["loader"])
-        ckpt.set_rng_state(mine["rng"])
-    else:
-        # Round-robin dealing: W_old ranks at position p have consumed the first p * W_old
-        # objects of the epoch's permutation, which W_new ranks cover at p * W_old / W_new.
-        old = ranks[0]["loader"]
-        position = old["position"] * len(ranks) // w
-        log.warning("resuming %d ranks from %d: data order continues, RNG streams are reseeded", w, len(ranks))
-        c.train_loader.load_state_dict({"epoch": old["epoch"], "position": position})
-        torch.manual_seed(c.cfg.train.seed + 1000 * c.info.rank + state["step"])
-    return int(state["step"])
 
 
 # ----------------------------------------------------------------------------- fit
