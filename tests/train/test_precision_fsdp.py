@@ -3,8 +3,7 @@ on 2 Gloo ranks follows the single-process bf16 cast-once run."""
 
 from __future__ import annotations
 
-from test_ddp import _run_ranks
-from train_fixtures import tiny_config
+from train_fixtures import run_ranks, tiny_config
 
 from astropt.train.logging import read_metrics
 from astropt.train.loop import train
@@ -15,7 +14,7 @@ def test_fsdp_bf16_policy_matches_one_process_cast_once(shard_dir, tmp_path):
     single = tiny_config(shard_dir, tmp_path / "single", "data.batch_size=4", "train.mixed_precision=cast_once", *common)
     multi = tiny_config(shard_dir, tmp_path / "multi", "data.batch_size=2", "train.fsdp=true", *common)
     train(single)
-    _run_ranks(multi)
+    run_ranks(multi)
     a, b = read_metrics(tmp_path / "single"), read_metrics(tmp_path / "multi")
     assert [r["step"] for r in a] == [r["step"] for r in b]
     for x, y in zip(a, b, strict=True):
