@@ -35,7 +35,13 @@ from tqdm.auto import tqdm
 
 from astropt.atomic import atomic_write_text
 from astropt.data.loader import Collator, to_device
-from astropt.data.schema import check_record, coerce_labels, infer_label_types, infer_specs, sample_records
+from astropt.data.schema import (
+    check_record,
+    coerce_labels,
+    infer_label_types,
+    infer_specs,
+    sample_records,
+)
 from astropt.data.sources import ObjectError, detect_kind
 from astropt.data.sources.hf import HFSource
 from astropt.errors import DataError

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -155,6 +155,48 @@ def iter_embeddings(path: str | os.PathLike, columns: list[str] | None = None,
                 yield _to_embeddings(pa.Table.from_batches([batch]), source.meta)
         except (pa.ArrowInvalid, OSError) as exc:
             raise DataError(f"{file}: a part is unreadable ({exc})") from exc
+
+
+@dataclass
+class VectorBatches:
+    """One vector column of ``n`` rows of width ``d`` as float32 batches, re-iterable (each
+    pass reads the rows again, in order): what an index is filled from."""
+
+    batches: Callable[[], Iterator[np.ndarray]]
+    n: int
+    d: int
+
+    @classmethod
+    def of_array(cls, vectors: np.ndarray, batch_rows: int = BATCH_ROWS) -> VectorBatches:
+        n = len(vectors)
+        return cls(lambda: (vectors[i : i + batch_rows] for i in range(0, n, batch_rows)), n, vectors.shape[1])
+
+    @classmethod
+    def of_file(cls, path: str | os.PathLike, column: str, batch_rows: int = BATCH_ROWS) -> VectorBatches:
+        """Column ``column`` of the embeddings at ``path``, read part by part (checked finite)."""
+        source = embedding_files(path)
+        if column not in vector_columns(source.schema):
+            raise DataError(f"embeddings {path} have no column {column!r}; they have {vector_columns(source.schema)}")
+        return cls(lambda: (e.matrix(column) for e in iter_embeddings(path, [column], batch_rows)), source.n_rows,
+                   source.schema.field(column).type.list_size)
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        return self.batches()
+
+    def rows(self, picks: np.ndarray) -> np.ndarray:
+        """The rows ``picks`` (sorted, unique) in one pass."""
+        picks = np.asarray(picks, dtype=np.int64)
+        out, start = [], 0
+        for batch in self:
+            inside = picks[(picks >= start) & (picks < start + len(batch))]
+            out.append(batch[inside - start])
+            start += len(batch)
+        return np.concatenate(out) if out else np.empty((0, self.d), np.float32)
+
+
+def label_columns(schema: pa.Schema) -> list[str]:
+    """The columns of an embeddings table that are neither ``id`` nor vectors."""
+    return [f.name for f in schema if f.name != "id" and not pa.types.is_fixed_size_list(f.type)]
 
 
 def load_embeddings(path: str | os.PathLike, columns: list[str] | None = None) -> Embeddings:
