@@ -7,7 +7,7 @@ import subprocess
 
 import numpy as np
 import pytest
-from tasks_fixtures import make_records
+from tasks_fixtures import make_records, stop_after_parts
 from test_embed_distributed import ENV, torchrun
 
 from astropt.errors import DataError
@@ -59,14 +59,7 @@ def test_stream_equals_prepared_embed(model_dir, parquet_dir, tmp_path):
 def test_stopped_stream_resumes_without_duplicates(model_dir, parquet_dir, tmp_path, monkeypatch):
     reference = embed(model_dir, parquet_dir, tmp_path / "ref", stream=True, **KW)
     out = tmp_path / "resumed"
-    written = []
-
-    def stop_after_three(k):
-        written.append(k)
-        if len(written) == 3:
-            raise KeyboardInterrupt("killed")
-
-    monkeypatch.setattr(embed_module, "_part_written", stop_after_three)
+    written = stop_after_parts(monkeypatch, 3)
     with pytest.raises(KeyboardInterrupt):
         embed(model_dir, parquet_dir, out, stream=True, **KW)
     state = json.loads((out / "_stream-rank00000.json").read_text())
@@ -77,20 +70,27 @@ def test_stopped_stream_resumes_without_duplicates(model_dir, parquet_dir, tmp_p
     assert_same_rows(reference, out)
 
 
-def test_stream_refuses_another_world_size_and_non_hf_sources(model_dir, parquet_dir, shard_dir, tmp_path):
+def test_a_folder_of_files_streams_in_place(model_dir, tmp_path):
+    """Any other source (here a folder of .npy files) streams its object indices; each
+    object's file is read by the rank that embeds it, and nothing is prepared on disk."""
+    folder = tmp_path / "npy"
+    folder.mkdir()
+    for record in make_records(20):
+        np.save(folder / f"{record['id']}.npy", record["image"])
+    prepared = load_embeddings(embed(model_dir, folder, tmp_path / "prepared", **KW))
+    streamed = load_embeddings(embed(model_dir, folder, tmp_path / "streamed", stream=True, **KW))
+    assert not (tmp_path / "streamed.data").exists()
+    assert streamed.ids == prepared.ids and len(streamed.ids) == 20
+    np.testing.assert_array_equal(streamed.matrix(), prepared.matrix())
+
+
+def test_stream_limit_and_world_size_check(model_dir, parquet_dir, tmp_path):
     out = tmp_path / "w"
-    embed(model_dir, parquet_dir, out, stream=True, limit=8, **KW)
+    assert len(load_embeddings(embed(model_dir, parquet_dir, out, stream=True, limit=6, **KW)).ids) == 6
     job = json.loads((out / "_job.json").read_text())
     (out / "_job.json").write_text(json.dumps({**job, "world_size": 2}))
     with pytest.raises(DataError, match="saved by 2 processes"):
-        embed(model_dir, parquet_dir, out, stream=True, limit=8, **KW)
-    images = tmp_path / "pngs"
-    images.mkdir()
-    from PIL import Image
-
-    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(images / "a.png")
-    with pytest.raises(DataError, match="cannot be streamed"):
-        embed(model_dir, images, tmp_path / "x", stream=True, **KW)
+        embed(model_dir, parquet_dir, out, stream=True, limit=6, **KW)
 
 
 def test_two_process_stream_equals_one(model_dir, parquet_dir, tmp_path):

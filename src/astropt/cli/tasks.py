@@ -56,8 +56,8 @@ def _embed(sub) -> None:
     p.add_argument("--precision", choices=PRECISIONS, default=None,
                    help="stored vectors: float32 (default) or float16 (half the disk)")
     p.add_argument("--stream", action="store_true", default=None,
-                   help="read a Hugging Face source (hub id, Parquet files, save_to_disk folder) as a stream "
-                   "split by rank, without preparing it on disk; a rerun resumes from the saved positions")
+                   help="read a raw source as a stream split by rank (hub ids and Parquet through HF datasets "
+                   "streaming; files read in place), never prepared on disk; a rerun resumes where it stopped")
     p.set_defaults(func=run_embed)
 
 

@@ -78,9 +78,10 @@ def embed(
         indices: subset of object indices (e.g. a held-out split), in output order.
         limit: for a raw source (not prepared shards), read at most this many objects.
         precision: ``float32`` or ``float16`` (half the disk) for the stored vectors.
-        stream: read a Hugging Face source (hub id, Parquet files, ``save_to_disk``
-            folder) as a stream split by rank, never preparing it on disk; resumable from
-            the saved stream positions (see :mod:`astropt.tasks.embed_stream`).
+        stream: read a raw source as a stream split by rank, never preparing it on disk
+            (a Hugging Face source through ``datasets`` streaming; files, catalogues and
+            HDF5 read in place); resumable from the saved stream positions (see
+            :mod:`astropt.tasks.embed_stream`).
 
     ``out`` ending in ``.parquet`` is one merged file; any other name is a partitioned
     dataset: a folder of ``part-NNNNNN.parquet`` files and ``_manifest.json`` (provenance:

@@ -1,7 +1,10 @@
-"""Embedding a stream: a Hugging Face dataset (hub id, Parquet files, ``save_to_disk``
-folder) read where it is, split by rank, embedded part by part, never prepared on disk.
+"""Embedding a stream: a source read where it is, split by rank, embedded part by part,
+never prepared (copied) on disk.
 
-Rank ``r`` of ``W`` reads its split of the stream (``datasets.distributed.split_dataset_by_node``:
+The stream is a Hugging Face ``IterableDataset``: the dataset itself for a Hugging Face
+source (hub id, Parquet files, ``save_to_disk`` folder: ``datasets`` streaming), or the
+object indices of any other source (a folder of FITS/JPEG/NPY files, a catalogue, an HDF5
+file), each rank reading the files of its own objects. Rank ``r`` of ``W`` reads its split of the stream (``datasets.distributed.split_dataset_by_node``:
 whole files per rank when their number divides by ``W``, else every ``W``-th example), cuts it
 into parts of ``part_size`` objects and writes its ``k``-th part as part number ``k * W + r``
 (the manifest lists the parts by number). After each part the rank's position in its split
@@ -13,17 +16,19 @@ world size (the split depends on it).
 
 The schema (array shapes, label types) comes from the first objects of the stream, as
 ``prepare`` takes it; objects that cannot be read or do not fit are skipped and listed in
-the manifest's ``rejects``. Objects keep their id column; a dataset without one is numbered
-by position, which is only defined for one process.
+the manifest's ``rejects``. Objects keep their ids; a Hugging Face dataset without an id
+column is numbered by position, which is only defined for one process.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import json
 import logging
 import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import SimpleNamespace
@@ -42,7 +47,8 @@ from astropt.data.schema import (
     infer_specs,
     sample_records,
 )
-from astropt.data.sources import ObjectError, detect_kind
+from astropt.data.sources import ObjectError, Source, detect_kind, open_source
+from astropt.data.sources.base import Result
 from astropt.data.sources.hf import HFSource
 from astropt.errors import DataError
 from astropt.locks import output_lock
@@ -76,17 +82,44 @@ def state_path(folder: Path, rank: int) -> Path:
     return folder / f"_stream-rank{rank:05d}.json"
 
 
-def stream_source(model: AstroPT, data: str | os.PathLike, limit: int = 0) -> HFSource:
-    """The Hugging Face source at ``data``, opened as a stream for ``model``."""
+@dataclass
+class Stream:
+    """A source as a stream: the ``IterableDataset`` a rank splits and iterates, and how a
+    list of its rows becomes ``(index, record or ObjectError)`` pairs."""
+
+    source: Source
+    dataset: Any
+    records: Callable[[list[dict[str, Any]], int], Iterator[tuple[int, Result]]]
+    has_ids: bool
+
+
+def open_stream(model: AstroPT, data: str | os.PathLike, limit: int = 0, span: int = 4096) -> Stream:
+    """The source at ``data``, read as ``model`` expects it, as a stream (see module
+    docstring); the objects of a random-access source are streamed in ``span``-sized shards."""
+    import datasets
+
     cfg = replace(source_config_for(model, data, limit=limit), streaming=True)
-    kind = detect_kind(cfg)
-    if kind != "hf":
-        raise DataError(
-            f"{data}: a {kind} source cannot be streamed; streaming reads Hugging Face datasets "
-            "(a hub id, Parquet files, a save_to_disk folder). Embed it without --stream (it is "
-            "prepared beside the output first) or convert it to Parquet files"
-        )
-    return HFSource(replace(cfg, kind="hf"))
+    if detect_kind(cfg) == "hf":
+        source = HFSource(replace(cfg, kind="hf"))
+        dataset = source.dataset.take(limit) if limit else source.dataset
+        return Stream(source, dataset, source.records, source.id_name is not None)
+    source = open_source(cfg)
+    n = len(source)  # config.limit applied
+    spans = [(start, min(start + span, n)) for start in range(0, n, span)]
+    features = datasets.Features({"index": datasets.Value("int64")})
+    dataset = datasets.IterableDataset.from_generator(_indices, features=features, gen_kwargs={"spans": spans})
+    return Stream(source, dataset, functools.partial(_read_rows, source), True)
+
+
+def _indices(spans: list[tuple[int, int]]) -> Iterator[dict[str, int]]:
+    for start, stop in spans:
+        for index in range(start, stop):
+            yield {"index": index}
+
+
+def _read_rows(source: Source, rows: list[dict[str, Any]], start: int) -> Iterator[tuple[int, Result]]:
+    for row in rows:
+        yield from source.results(row["index"], row["index"] + 1)
 
 
 def embed_stream(model: AstroPT | str | os.PathLike, data: str | os.PathLike, out: Path, job: StreamJob,
@@ -94,8 +127,9 @@ def embed_stream(model: AstroPT | str | os.PathLike, data: str | os.PathLike, ou
     """Embed the stream ``data`` into ``out`` (see module docstring); called by ``embed``."""
     named = None if isinstance(model, AstroPT) else str(model)
     model = load_model(model, device).to(device).eval()
-    source = stream_source(model, data, job.limit)
-    if world > 1 and source.id_name is None:
+    stream = open_stream(model, data, job.limit, job.part_size)
+    source = stream.source
+    if world > 1 and not stream.has_ids:
         raise DataError(f"{data}: no id column {source.config.id_column!r}; a stream without ids can only be "
                         "embedded by one process (objects are then numbered by position)")
     sample = sample_records(source, "skip")
@@ -117,7 +151,7 @@ def embed_stream(model: AstroPT | str | os.PathLike, data: str | os.PathLike, ou
             embed_module.prepare_parts_folder(out, meta)
         barrier()
         embedder = _PartEmbedder(model, configs, layer, all_layers, pool, job, device, amp, str(data))
-        _embed_rank(source, schema, embedder, folder, meta, job, rank, world)
+        _embed_rank(stream, schema, embedder, folder, meta, job, rank, world)
         barrier()
         if rank == 0:
             _finish(out, folder, meta, world)
@@ -163,7 +197,7 @@ class _PartEmbedder:
         return embed_module.embeddings_table(ids, vectors, labels, self.job.precision)
 
 
-def _embed_rank(source: HFSource, schema: tuple, embedder: _PartEmbedder, folder: Path, meta: dict[str, Any],
+def _embed_rank(stream: Stream, schema: tuple, embedder: _PartEmbedder, folder: Path, meta: dict[str, Any],
                 job: StreamJob, rank: int, world: int) -> None:
     """This rank's split of the stream, part by part, from its saved position."""
     from datasets.distributed import split_dataset_by_node
@@ -171,8 +205,7 @@ def _embed_rank(source: HFSource, schema: tuple, embedder: _PartEmbedder, folder
     state = _read_state(folder, rank)
     if state["done"]:
         return
-    stream = source.dataset.take(job.limit) if job.limit else source.dataset
-    split = split_dataset_by_node(stream, rank=rank, world_size=world)
+    split = split_dataset_by_node(stream.dataset, rank=rank, world_size=world)
     if state["dataset"] is not None:
         split.load_state_dict(state["dataset"])
         log.info("rank %d: resuming the stream after %d objects (%d parts)", rank, state["consumed"],
@@ -181,7 +214,7 @@ def _embed_rank(source: HFSource, schema: tuple, embedder: _PartEmbedder, folder
     bar = tqdm(disable=not job.progress, desc=f"embed {folder.name} (rank {rank})", unit="obj")
     while not state["done"]:
         chunk = list(itertools.islice(rows, job.part_size))
-        records, rejects = _checked(source, chunk, state["consumed"], schema)
+        records, rejects = _checked(stream, chunk, state["consumed"], schema)
         number = len(state["parts"]) * world + rank
         if records:
             embed_module.write_part(folder / embed_module.part_name(number), embedder(records, schema[1], bar), meta)
@@ -194,12 +227,13 @@ def _embed_rank(source: HFSource, schema: tuple, embedder: _PartEmbedder, folder
     bar.close()
 
 
-def _checked(source: HFSource, rows: list[dict[str, Any]], start: int, schema: tuple) -> tuple[list, list]:
+def _checked(stream: Stream, rows: list[dict[str, Any]], start: int, schema: tuple) -> tuple[list, list]:
     """The records of raw ``rows`` that fit the schema (arrays as float32, labels typed),
     and the rejected ones as ``{"id", "reason"}``."""
     specs, label_types = schema
+    source = stream.source
     records, rejects = [], []
-    for _, result in source.records(rows, start):
+    for _, result in stream.records(rows, start):
         try:
             if isinstance(result, ObjectError):
                 raise result

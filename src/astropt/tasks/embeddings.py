@@ -53,15 +53,11 @@ class Embeddings:
     @property
     def layer_columns(self) -> list[str]:
         """``embedding_l0 .. embedding_l{L-1}`` when embedded with ``layer='all'``."""
-        cols = [c for c in self.vectors if c.startswith("embedding_l") and c[11:].isdigit()]
-        return sorted(cols, key=lambda c: int(c[11:]))
+        return layer_columns(list(self.vectors))
 
     @property
     def default_column(self) -> str:
-        if "embedding" in self.vectors:
-            return "embedding"
-        layers = self.layer_columns
-        return layers[len(layers) // 2] if layers else next(iter(self.vectors))
+        return pick_default_column(list(self.vectors))
 
     def index_of(self, object_id: str) -> int:
         """Row of ``object_id``; a clear error (with how to list ids) when absent."""
@@ -91,9 +87,23 @@ def vector_columns(schema: pa.Schema) -> list[str]:
     return [f.name for f in schema if pa.types.is_fixed_size_list(f.type)]
 
 
+def layer_columns(names: list[str]) -> list[str]:
+    """``embedding_l0 .. embedding_l{L-1}`` among ``names`` (from ``layer='all'``), in order."""
+    cols = [c for c in names if c.startswith("embedding_l") and c[11:].isdigit()]
+    return sorted(cols, key=lambda c: int(c[11:]))
+
+
+def pick_default_column(names: list[str]) -> str:
+    """The vector column tasks use when none is named: ``embedding``, else the middle layer's."""
+    if "embedding" in names:
+        return "embedding"
+    layers = layer_columns(names)
+    return layers[len(layers) // 2] if layers else names[0]
+
+
 def default_column(schema: pa.Schema) -> str:
-    """The column tasks use when none is named (see :attr:`Embeddings.default_column`)."""
-    return Embeddings([], {name: np.empty((0, 1), np.float32) for name in vector_columns(schema)}, {}).default_column
+    """The default vector column (:func:`pick_default_column`) of an embeddings schema."""
+    return pick_default_column(vector_columns(schema))
 
 
 @dataclass
