@@ -8,7 +8,7 @@ import subprocess
 import numpy as np
 import pytest
 from tasks_fixtures import make_records, stop_after_parts
-from test_embed_distributed import ENV, torchrun
+from test_embed_distributed import ENV, _kill_after_first_parts, torchrun
 
 from astropt.errors import DataError
 from astropt.tasks import embed as embed_module
@@ -100,3 +100,20 @@ def test_two_process_stream_equals_one(model_dir, parquet_dir, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert_same_rows(single, tmp_path / "two")
     assert json.loads((tmp_path / "two" / "_manifest.json").read_text())["world_size"] == 2
+
+
+@pytest.mark.slow
+def test_two_process_stream_killed_resumes(model_dir, parquet_dir, tmp_path):
+    """SIGKILL both ranks after a part, rerun with 2: same rows; with 1: refused (the split
+    of the stream depends on the world size)."""
+    single = embed(model_dir, parquet_dir, tmp_path / "one", stream=True, **KW)
+    out = tmp_path / "two"
+    cmd = [*torchrun(2, model_dir, parquet_dir, out, part_size=2), "--batch-size", "4", "--stream"]
+    assert _kill_after_first_parts(cmd, out), "the run finished before it could be killed"
+    assert not (out / "_manifest.json").exists()
+    alone = [*torchrun(1, model_dir, parquet_dir, out, part_size=2), "--batch-size", "4", "--stream"]
+    proc = subprocess.run(alone, env=ENV, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0 and "saved by 2 processes" in proc.stderr
+    proc = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert_same_rows(single, out)
