@@ -53,3 +53,19 @@ def write_shards(directory, records, per_shard: int = 16):
     labels = {"redshift": "float64", "size": "float64", "flux": "float64", "kind": "string", "const": "float64"}
     finalize(directory, entries, arrays, labels)
     return directory
+
+
+def stop_after_parts(monkeypatch, n: int) -> list[int]:
+    """Make ``embed`` stop (as if killed) right after its ``n``-th part is on disk; the list
+    fills with the numbers of the parts written."""
+    from astropt.tasks import embed as embed_module
+
+    written: list[int] = []
+
+    def hook(k: int) -> None:
+        written.append(k)
+        if len(written) == n:
+            raise KeyboardInterrupt("simulated kill")
+
+    monkeypatch.setattr(embed_module, "_part_written", hook)
+    return written

@@ -55,6 +55,9 @@ def _embed(sub) -> None:
     p.add_argument("--limit", type=int, default=None, help="raw sources: read at most this many objects")
     p.add_argument("--precision", choices=PRECISIONS, default=None,
                    help="stored vectors: float32 (default) or float16 (half the disk)")
+    p.add_argument("--stream", action="store_true", default=None,
+                   help="read a raw source as a stream split by rank (hub ids and Parquet through HF datasets "
+                   "streaming; files read in place), never prepared on disk; a rerun resumes where it stopped")
     p.set_defaults(func=run_embed)
 
 
@@ -62,7 +65,8 @@ def run_embed(args) -> int:
     from astropt.tasks.embed import embed
 
     out = embed(args.model, args.data, args.out,
-                **_given(args, "layer", "pool", "batch_size", "dtype", "device", "part_size", "modalities", "limit", "precision"))
+                **_given(args, "layer", "pool", "batch_size", "dtype", "device", "part_size", "modalities", "limit", "precision",
+                       "stream"))
     print(out)
     return 0
 

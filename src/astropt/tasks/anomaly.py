@@ -32,22 +32,33 @@ from astropt.tasks.common import (
     rare_flags,
     used_modalities,
 )
-from astropt.tasks.embed import load_embeddings
+from astropt.tasks.embeddings import (
+    VectorBatches,
+    default_column,
+    embedding_files,
+    label_columns,
+    load_embeddings,
+)
 from astropt.tasks.search import build_index, prepare_vectors, standardizer
 
 log = logging.getLogger(__name__)
 
 
-def knn_scores(vectors: np.ndarray, k: int = 10, metric: str = "cosine") -> np.ndarray:
-    """Mean distance of each vector to its ``k`` nearest other vectors."""
-    if len(vectors) < 2:
+def knn_scores(vectors: np.ndarray | VectorBatches, k: int = 10, metric: str = "cosine") -> np.ndarray:
+    """Mean distance of each vector to its ``k`` nearest other vectors (the vectors are
+    read batch by batch: into the index, then as queries)."""
+    batches = VectorBatches.of_array(vectors) if isinstance(vectors, np.ndarray) else vectors
+    if batches.n < 2:
         raise DataError("anomaly ranking needs at least 2 objects")
-    k = min(k, len(vectors) - 1)
-    stats = standardizer(vectors)  # see search.standardizer: no dimension may dominate
-    index = build_index(vectors, metric, stats)
-    scores, _ = index.search(prepare_vectors(vectors, metric, stats), k + 1)
-    dist = 1.0 - scores if metric == "cosine" else np.sqrt(np.maximum(scores, 0))
-    return dist[:, 1:].mean(axis=1)  # column 0 is the object itself
+    k = min(k, batches.n - 1)
+    stats = standardizer(batches)  # see search.standardizer: no dimension may dominate
+    index = build_index(batches, metric, stats)
+    out = []
+    for batch in batches:
+        scores, _ = index.search(prepare_vectors(batch, metric, stats), k + 1)
+        dist = 1.0 - scores if metric == "cosine" else np.sqrt(np.maximum(scores, 0))
+        out.append(dist[:, 1:].mean(axis=1))  # column 0 is the object itself
+    return np.concatenate(out)
 
 
 @torch.no_grad()
@@ -92,11 +103,14 @@ def anomalies(
         raise ValueError(f"top (--top) must be at least 1, got {top}")
     if k < 1:
         raise ValueError(f"k (-k, neighbours of the kNN score) must be at least 1, got {k}")
-    emb = load_embeddings(embeddings)
+    # ids and labels in memory; the vectors only in the index (read part by part)
+    files = embedding_files(embeddings)
+    emb = load_embeddings(embeddings, columns=label_columns(files.schema))
     data = data or emb.meta.get("data")
     scores: dict[str, np.ndarray] = {}
     if by in ("knn", "both"):
-        scores["knn"] = knn_scores(emb.matrix(column or emb.default_column), k, metric)
+        scores["knn"] = knn_scores(VectorBatches.of_file(embeddings, column or default_column(files.schema)), k,
+                                   metric)
     if by in ("loss", "both"):
         if model is None or not data:
             raise ValueError("ranking by loss needs the model and the data")

@@ -19,7 +19,6 @@ import json
 import logging
 import os
 import shutil
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,69 +37,17 @@ from astropt.model import AstroPT
 from astropt.model.astropt import main_embedding
 from astropt.runtime import autocast, barrier, resolve_dtype, setup, teardown
 from astropt.tasks.common import load_model, model_batches, used_modalities
+from astropt.tasks.embeddings import (  # noqa: F401  (re-exported: readers of what embed writes)
+    MANIFEST_NAME,
+    META_KEY,
+    Embeddings,
+    check_finite_rows,
+    iter_embeddings,
+    load_embeddings,
+)
 from astropt.tasks.model_data import shards_for
 
 log = logging.getLogger(__name__)
-
-META_KEY = b"astropt"
-
-
-@dataclass
-class Embeddings:
-    """An embeddings table in memory: ids, one or more vector columns, labels, metadata."""
-
-    ids: list[str]
-    vectors: dict[str, np.ndarray]
-    labels: dict[str, np.ndarray]
-    meta: dict[str, Any] = field(default_factory=dict)
-
-    def matrix(self, column: str = "embedding") -> np.ndarray:
-        """The ``(n, d)`` float32 matrix of one vector column (checked to be finite)."""
-        if column not in self.vectors:
-            raise DataError(f"embeddings have no column {column!r}; they have {sorted(self.vectors)}")
-        if column not in self._checked:
-            check_finite_rows(self.vectors[column], self.ids, f"embeddings column {column!r}")
-            self._checked.add(column)
-        return self.vectors[column]
-
-    def __post_init__(self) -> None:
-        self._checked: set[str] = set()
-
-    @property
-    def layer_columns(self) -> list[str]:
-        """``embedding_l0 .. embedding_l{L-1}`` when embedded with ``layer='all'``."""
-        cols = [c for c in self.vectors if c.startswith("embedding_l") and c[11:].isdigit()]
-        return sorted(cols, key=lambda c: int(c[11:]))
-
-    @property
-    def default_column(self) -> str:
-        if "embedding" in self.vectors:
-            return "embedding"
-        layers = self.layer_columns
-        return layers[len(layers) // 2] if layers else next(iter(self.vectors))
-
-    def index_of(self, object_id: str) -> int:
-        """Row of ``object_id``; a clear error (with how to list ids) when absent."""
-        try:
-            return self.ids.index(str(object_id))
-        except ValueError:
-            raise DataError(
-                f"id {object_id!r} is not in the embeddings ({len(self.ids)} objects, e.g. "
-                f"{self.ids[:3]}); list the ids with pyarrow.parquet.read_table(FILE, "
-                "columns=['id']) or `astropt data info`"
-            ) from None
-
-
-def check_finite_rows(matrix: np.ndarray, ids: list[str], what: str) -> None:
-    """Raise a DataError naming the objects whose row of ``matrix`` holds a NaN or Inf."""
-    bad = np.flatnonzero(~np.isfinite(matrix).all(axis=1))
-    if bad.size:
-        named = [ids[i] for i in bad[:10]]
-        raise DataError(
-            f"{what}: non-finite (NaN/Inf) embeddings for {bad.size} of {len(ids)} objects, e.g. {named}; "
-            "check the model's weights and these objects' data (embed again once fixed)"
-        )
-
 
 def embed(
     model: AstroPT | str | os.PathLike,
@@ -117,6 +64,7 @@ def embed(
     progress: bool = True,
     limit: int = 0,
     precision: str = "float32",
+    stream: bool = False,
 ) -> Path:
     """Embed every object of ``data`` (or ``indices`` of it) with ``model`` into ``out``.
 
@@ -130,6 +78,10 @@ def embed(
         indices: subset of object indices (e.g. a held-out split), in output order.
         limit: for a raw source (not prepared shards), read at most this many objects.
         precision: ``float32`` or ``float16`` (half the disk) for the stored vectors.
+        stream: read a raw source as a stream split by rank, never preparing it on disk
+            (a Hugging Face source through ``datasets`` streaming; files, catalogues and
+            HDF5 read in place); resumable from the saved stream positions (see
+            :mod:`astropt.tasks.embed_stream`).
 
     ``out`` ending in ``.parquet`` is one merged file; any other name is a partitioned
     dataset: a folder of ``part-NNNNNN.parquet`` files and ``_manifest.json`` (provenance:
@@ -149,6 +101,11 @@ def embed(
     try:
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        if stream:
+            from astropt.tasks.embed_stream import StreamJob, embed_stream
+
+            job = StreamJob(layer, pool, batch_size, dtype, part_size, modalities, progress, limit, precision)
+            return embed_stream(model, data, out, job, place.device, place.rank, place.world_size)
         return _embed(model, data, out, layer, pool, batch_size, dtype, place.device, part_size, modalities,
                       indices, progress, limit, place.rank, place.world_size, precision)
     finally:
@@ -173,20 +130,11 @@ def _embed(model, data, out: Path, layer, pool, batch_size: int, dtype: str, dev
     pool = pool or model.config.embed_pool
     amp = resolve_dtype(dtype, device, model.config.n_embd)
     meta = {
-        "model": config_hash(model.config),
-        "weights": _weights_signature(model),
+        **model_meta(model, named, layer, all_layers, pool, configs, amp, precision, part_size),
         "data": str(getattr(data, "directory", "")),
         "data_fingerprint": data.fingerprint(),
         "n_objects": int(len(indices)),
-        "precision": precision,
-        "source": getattr(model, "pretrained_extra", {}).get("source") or named,
-        "preprocessing": getattr(model, "pretrained_extra", {}).get("preprocessing"),
         "indices_hash": _array_hash(indices),
-        "part_size": int(part_size),
-        "layer": "all" if all_layers else (model.config.default_embed_layer if layer is None else layer),
-        "pool": pool,
-        "modalities": [m.name for m in configs],
-        "dtype": str(amp).removeprefix("torch."),
     }
     # One writer per output: rank 0 holds the lock (ranks write disjoint parts under it).
     with output_lock(out) if rank == 0 else contextlib.nullcontext():
@@ -196,6 +144,24 @@ def _embed(model, data, out: Path, layer, pool, batch_size: int, dtype: str, dev
     return out
 
 
+def model_meta(model: AstroPT, named: str | None, layer: int | None, all_layers: bool, pool: str,
+               configs: list, amp: torch.dtype, precision: str, part_size: int) -> dict[str, Any]:
+    """The provenance of an embedding job that depends on the model and the settings."""
+    extra = getattr(model, "pretrained_extra", {})
+    return {
+        "model": config_hash(model.config),
+        "weights": _weights_signature(model),
+        "precision": precision,
+        "source": extra.get("source") or named,
+        "preprocessing": extra.get("preprocessing"),
+        "part_size": int(part_size),
+        "layer": "all" if all_layers else (model.config.default_embed_layer if layer is None else layer),
+        "pool": pool,
+        "modalities": [m.name for m in configs],
+        "dtype": str(amp).removeprefix("torch."),
+    }
+
+
 def _embed_parts(model: AstroPT, data: ShardSet, configs: list, indices: np.ndarray, out: Path,
                  meta: dict[str, Any], layer: int | None, all_layers: bool, batch_size: int, amp,
                  device: str, progress: bool, rank: int, world: int) -> None:
@@ -203,9 +169,9 @@ def _embed_parts(model: AstroPT, data: ShardSet, configs: list, indices: np.ndar
     for a partitioned output, write its manifest."""
     pool, part_size = meta["pool"], meta["part_size"]
     if rank == 0:  # may clear parts of another job: before any rank writes
-        _prepare_parts_dir(out, meta)
+        prepare_parts_folder(out, meta)
     barrier()
-    parts_dir = _parts_dir(out)
+    parts_dir = parts_folder(out)
     n_parts = (len(indices) + part_size - 1) // part_size
     mine = [k for k in range(n_parts) if k % world == rank]
     todo = [k for k in mine if not _part_complete(parts_dir, k, indices, part_size)]
@@ -217,23 +183,24 @@ def _embed_parts(model: AstroPT, data: ShardSet, configs: list, indices: np.ndar
         part = _part_range(k, indices, part_size)
         table = _embed_part(model, data, configs, part, layer, all_layers, pool, batch_size, device, amp, bar,
                             meta["precision"])
-        table = table.replace_schema_metadata({META_KEY: json.dumps(meta).encode()})
-        with atomic_path(parts_dir / f"part-{k:06d}.parquet") as tmp:
-            pq.write_table(table, str(tmp))
+        write_part(parts_dir / part_name(k), table, meta)
         _part_written(k)
     bar.close()
     barrier()
     if rank == 0:
-        if partitioned(out):
-            _write_manifest(out, n_parts, meta)
-        else:
-            _merge(parts_dir, out, n_parts, meta)
+        finish(out, [part_name(k) for k in range(n_parts)], meta)
     barrier()
 
 
 def meta_name(model: AstroPT) -> str:
     """A short name of a model for messages."""
     return f"{type(model).__name__}({config_hash(model.config)[:8]})"
+
+
+def write_part(path: Path, table: pa.Table, meta: dict[str, Any]) -> None:
+    """One part file, atomically, with the job's metadata in its schema."""
+    with atomic_path(path) as tmp:
+        pq.write_table(table.replace_schema_metadata({META_KEY: json.dumps(meta).encode()}), str(tmp))
 
 
 def _part_written(k: int) -> None:
@@ -253,7 +220,6 @@ def _array_hash(a: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()[:16]
 
 
-MANIFEST_NAME = "_manifest.json"  # "_": dataset readers skip it
 JOB_NAME = "_job.json"
 
 
@@ -262,12 +228,26 @@ def partitioned(out: str | os.PathLike) -> bool:
     return Path(out).suffix.lower() not in (".parquet", ".pq")
 
 
-def _parts_dir(out: Path) -> Path:
+def parts_folder(out: Path) -> Path:
     return out if partitioned(out) else out.with_name(out.name + ".parts")
 
 
-def _write_manifest(out: Path, n_parts: int, meta: dict[str, Any]) -> None:
-    paths = [out / f"part-{k:06d}.parquet" for k in range(n_parts)]
+def part_name(k: int) -> str:
+    """File name of part ``k`` (the manifest lists the parts in this order)."""
+    return f"part-{k:06d}.parquet"
+
+
+def finish(out: Path, names: list[str], meta: dict[str, Any]) -> None:
+    """Rank 0, once every part exists: the manifest of a partitioned ``out``, or the merge
+    of the parts into one file."""
+    if partitioned(out):
+        _write_manifest(out, names, meta)
+    else:
+        _merge(parts_folder(out), out, names, meta)
+
+
+def _write_manifest(out: Path, names: list[str], meta: dict[str, Any]) -> None:
+    paths = [out / name for name in names]
     missing = [p.name for p in paths if not p.is_file()]
     if missing:
         raise DataError(f"{out}: parts {missing[:5]} are missing; rerun to finish them")
@@ -275,11 +255,11 @@ def _write_manifest(out: Path, n_parts: int, meta: dict[str, Any]) -> None:
     manifest = {"format": "astropt-embeddings", "version": 1, **meta, "n_rows": int(sum(rows)),
                 "parts": [{"file": p.name, "rows": r} for p, r in zip(paths, rows, strict=True)]}
     atomic_write_text(out / MANIFEST_NAME, json.dumps(manifest, indent=2))
-    log.info("wrote %s (%d objects in %d parts)", out, manifest["n_rows"], n_parts)
+    log.info("wrote %s (%d objects in %d parts)", out, manifest["n_rows"], len(names))
 
 
-def _prepare_parts_dir(out: Path, meta: dict[str, Any]) -> Path:
-    parts_dir = _parts_dir(out)
+def prepare_parts_folder(out: Path, meta: dict[str, Any]) -> Path:
+    parts_dir = parts_folder(out)
     meta_path = parts_dir / JOB_NAME
     if meta_path.is_file():
         old = json.loads(meta_path.read_text())
@@ -298,7 +278,7 @@ def _part_range(k: int, indices: np.ndarray, part_size: int) -> np.ndarray:
 
 
 def _part_complete(parts_dir: Path, k: int, indices: np.ndarray, part_size: int) -> bool:
-    path = parts_dir / f"part-{k:06d}.parquet"
+    path = parts_dir / part_name(k)
     if not path.is_file():
         return False
     try:
@@ -309,39 +289,39 @@ def _part_complete(parts_dir: Path, k: int, indices: np.ndarray, part_size: int)
     return rows == len(_part_range(k, indices, part_size))
 
 
-def _embed_part(
-    model: AstroPT,
-    data: ShardSet,
-    configs: list,
-    part: np.ndarray,
-    layer: int | None,
-    all_layers: bool,
-    pool: str,
-    batch_size: int,
-    device: str,
-    amp: torch.dtype,
-    bar: tqdm,
-    precision: str = "float32",
-) -> pa.Table:
-    """Embeddings + labels of one part as an Arrow table."""
+def _embed_part(model: AstroPT, data: ShardSet, configs: list, part: np.ndarray, layer: int | None,
+                all_layers: bool, pool: str, batch_size: int, device: str, amp: torch.dtype, bar: tqdm,
+                precision: str = "float32") -> pa.Table:
+    """Embeddings + labels of one part of prepared data as an Arrow table."""
+    batches = ((rows["id"], batch) for _, rows, batch in model_batches(data, part, batch_size, configs, device))
+    ids, vectors = embed_batches(model, batches, layer, all_layers, pool, device, amp, bar,
+                                 getattr(data, "directory", "data"))
+    rows = data.get_batch(part, fields=[]) if data.label_names else {}
+    return embeddings_table(ids, vectors, {name: pa.array(rows[name]) for name in data.label_names}, precision)
+
+
+def embed_batches(model: AstroPT, batches, layer: int | None, all_layers: bool, pool: str, device: str,
+                  amp: torch.dtype, bar: tqdm, where: Any) -> tuple[list[str], dict[str, np.ndarray]]:
+    """Ids and ``(n, d)`` float32 vector columns of ``(ids, model batch)`` pairs, checked finite."""
     columns: dict[str, list[np.ndarray]] = {}
     ids: list[str] = []
-    labels: dict[str, list[np.ndarray]] = {name: [] for name in data.label_names}
-    for _, rows, batch in model_batches(data, part, batch_size, configs, device):
+    for batch_ids, batch in batches:
         for name, vec in embed_batch(model, batch, layer, all_layers, pool, device, amp).items():
-            check_finite_rows(vec, rows["id"], f"model {meta_name(model)} on {getattr(data, 'directory', 'data')}")
+            check_finite_rows(vec, list(batch_ids), f"model {meta_name(model)} on {where}")
             columns.setdefault(name, []).append(vec)
-        ids.extend(rows["id"])
-        for name in labels:
-            labels[name].append(np.asarray(rows[name]))
-        bar.update(len(rows["id"]))
+        ids.extend(batch_ids)
+        bar.update(len(batch_ids))
+    return ids, {name: np.concatenate(chunks) for name, chunks in columns.items()}
+
+
+def embeddings_table(ids: list[str], vectors: dict[str, np.ndarray], labels: dict[str, pa.Array],
+                     precision: str = "float32") -> pa.Table:
+    """The output table of some objects: ``id``, one fixed-size-list column per vector, labels."""
     table: dict[str, pa.Array] = {"id": pa.array(ids, pa.string())}
-    for name, chunks in columns.items():
-        mat = np.concatenate(chunks).astype(precision)
+    for name, mat in vectors.items():
+        mat = mat.astype(precision)
         table[name] = pa.FixedSizeListArray.from_arrays(pa.array(mat.reshape(-1)), mat.shape[1])
-    for name, chunks in labels.items():
-        table[name] = pa.array(np.concatenate(chunks))
-    return pa.table(table)
+    return pa.table({**table, **labels})
 
 
 def embed_batch(
@@ -366,8 +346,8 @@ def embed_batch(
     return cols
 
 
-def _merge(parts_dir: Path, out: Path, n_parts: int, meta: dict[str, Any]) -> None:
-    paths = [parts_dir / f"part-{k:06d}.parquet" for k in range(n_parts)]
+def _merge(parts_dir: Path, out: Path, names: list[str], meta: dict[str, Any]) -> None:
+    paths = [parts_dir / name for name in names]
     missing = [p.name for p in paths if not p.is_file()]
     if missing:
         raise DataError(f"{parts_dir}: parts {missing[:5]} are missing; rerun to finish them")
@@ -376,55 +356,4 @@ def _merge(parts_dir: Path, out: Path, n_parts: int, meta: dict[str, Any]) -> No
         for path in paths:  # one part in memory at a time
             writer.write_table(pq.read_table(str(path)).replace_schema_metadata(schema.metadata))
     shutil.rmtree(parts_dir)
-    log.info("wrote %s (%d objects)", out, meta["n_objects"])
-
-
-def load_embeddings(path: str | os.PathLike) -> Embeddings:
-    """Read the embeddings written by :func:`embed`: one Parquet file, or a partitioned
-    dataset folder (its parts in order, checked against its manifest)."""
-    path = Path(path)
-    if path.is_dir():
-        table, manifest = _read_partitioned(path)
-    elif path.is_file():
-        manifest = None
-        try:
-            table = pq.read_table(str(path))
-        except (pa.ArrowInvalid, OSError) as exc:
-            raise DataError(f"{path}: not a readable Parquet file ({exc})") from exc
-    else:
-        raise DataError(f"{path}: no such embeddings file or folder (make one with `astropt embed`)")
-    if "id" not in table.column_names:
-        raise DataError(f"{path}: no 'id' column; not an embeddings file")
-    vectors, labels = {}, {}
-    for name in table.column_names:
-        col = table.column(name)
-        if name == "id":
-            continue
-        if pa.types.is_fixed_size_list(col.type):
-            flat = col.combine_chunks().flatten().to_numpy(zero_copy_only=False)
-            vectors[name] = flat.reshape(len(col), col.type.list_size).astype(np.float32, copy=False)
-        else:
-            labels[name] = col.to_numpy(zero_copy_only=False)
-    if not vectors:
-        raise DataError(f"{path}: no embedding columns")
-    raw = (table.schema.metadata or {}).get(META_KEY)
-    meta = manifest if manifest is not None else json.loads(raw) if raw else {}
-    return Embeddings([str(i) for i in table.column("id").to_pylist()], vectors, labels, meta)
-
-
-def _read_partitioned(path: Path) -> tuple[pa.Table, dict[str, Any]]:
-    manifest_path = path / MANIFEST_NAME
-    if not manifest_path.is_file():
-        raise DataError(f"{path}: no {MANIFEST_NAME}: an unfinished partitioned embedding (rerun "
-                        "`astropt embed` to finish it) or not an embeddings folder")
-    try:
-        manifest = json.loads(manifest_path.read_text())
-        parts = [path / p["file"] for p in manifest["parts"]]
-        table = pa.concat_tables([pq.read_table(str(p)) for p in parts]).replace_schema_metadata(None)
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise DataError(f"{manifest_path}: not a valid embeddings manifest ({exc})") from None
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise DataError(f"{path}: a part is unreadable ({exc})") from exc
-    if table.num_rows != manifest.get("n_rows"):
-        raise DataError(f"{path}: {table.num_rows} rows in the parts but the manifest says {manifest.get('n_rows')}")
-    return table, manifest
+    log.info("wrote %s (%d parts)", out, len(names))

@@ -13,13 +13,13 @@ from sklearn.preprocessing import StandardScaler
 
 from astropt.errors import DataError
 from astropt.tasks.common import images_for_ids, open_data
-from astropt.tasks.embed import load_embeddings
+from astropt.tasks.embeddings import default_column, embedding_files, label_columns, load_embeddings
 
 log = logging.getLogger(__name__)
 
 
 def project_2d(vectors: np.ndarray, method: str = "pca", seed: int = 0) -> np.ndarray:
-    """``(n, d)`` -> ``(n, 2)`` with PCA (standardised features) or UMAP."""
+    """``(n, d)`` -> ``(n, 2)`` with PCA (standardised features) or UMAP (float32 stays float32)."""
     x = StandardScaler().fit_transform(vectors)
     if method == "pca":
         return PCA(2, random_state=seed).fit_transform(x)
@@ -46,14 +46,18 @@ def embedding_map(
 
     Thumbnails of ``n_thumbnails`` random objects are placed at their map positions when
     the data folder (default: the embedded one) is available.
+
+    A map needs every vector at once (PCA and UMAP fit on all of them), so the vector
+    column is read whole; only it, the ids and the colouring label are read, as float32.
     """
-    emb = load_embeddings(embeddings)
-    colour = None
-    if color_by is not None:
-        if color_by not in emb.labels:
-            raise DataError(f"{embeddings}: no label {color_by!r} to colour by; labels: {sorted(emb.labels)}")
-        colour = emb.labels[color_by]
-    coords = project_2d(emb.matrix(column or emb.default_column), method, seed)
+    files = embedding_files(embeddings)
+    column = column or default_column(files.schema)
+    labels = label_columns(files.schema)
+    if color_by is not None and color_by not in labels:
+        raise DataError(f"{embeddings}: no label {color_by!r} to colour by; labels: {sorted(labels)}")
+    emb = load_embeddings(embeddings, columns=[column] + ([color_by] if color_by else []))
+    colour = emb.labels[color_by] if color_by is not None else None
+    coords = project_2d(emb.matrix(column), method, seed)
     thumbs, rows = None, None
     data = data or emb.meta.get("data")
     if n_thumbnails and data and Path(data).exists():

@@ -32,7 +32,14 @@ from astropt.data.schema import value_type
 from astropt.errors import DataError
 from astropt.tasks.calibration import calibration_metrics, fit_calibrated
 from astropt.tasks.common import is_redshift, label_vector
-from astropt.tasks.embed import Embeddings, load_embeddings
+from astropt.tasks.embeddings import (
+    Embeddings,
+    default_column,
+    embedding_files,
+    label_columns,
+    load_embeddings,
+    vector_columns,
+)
 
 log = logging.getLogger(__name__)
 
@@ -189,6 +196,17 @@ def probe_arrays(
     return results, preds
 
 
+def _read_for_probe(path: str | os.PathLike, layer: str | int | None) -> Embeddings:
+    """The labels and the vector column(s) that ``probe`` with ``layer`` uses."""
+    if str(layer) == "all":
+        return load_embeddings(path)
+    schema = embedding_files(path).schema
+    column = f"embedding_l{layer}" if layer is not None else default_column(schema)
+    if column not in schema.names:
+        raise DataError(f"{path}: no column {column!r}; it has {vector_columns(schema)}")
+    return load_embeddings(path, columns=[column, *label_columns(schema)])
+
+
 def probe(
     embeddings: Embeddings | str | os.PathLike,
     targets: list[str] | None = None,
@@ -209,8 +227,12 @@ def probe(
 
     Returns:
         ``{"targets": {name: metrics}, "layers": {name: [R² per layer]} (per-layer only)}``.
+
+    A probe fits on every object at once (features joined with their labels), so the
+    vector column it probes (every per-layer column with ``layer="all"``) and the labels
+    are read whole, as float32; other vector columns are not read.
     """
-    emb = embeddings if isinstance(embeddings, Embeddings) else load_embeddings(embeddings)
+    emb = embeddings if isinstance(embeddings, Embeddings) else _read_for_probe(embeddings, layer)
     where = str(embeddings) if not isinstance(embeddings, Embeddings) else "embeddings"
     targets = targets or default_targets(emb.labels)
     if not targets:

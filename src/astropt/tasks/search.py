@@ -23,7 +23,16 @@ from astropt.model import AstroPT
 from astropt.runtime import resolve_dtype
 from astropt.tasks import ann
 from astropt.tasks.common import images_for_ids, load_model, open_data
-from astropt.tasks.embed import Embeddings, embed_batch, load_embeddings
+from astropt.tasks.embed import embed_batch
+from astropt.tasks.embeddings import (
+    MANIFEST_NAME,
+    Embeddings,
+    VectorBatches,
+    default_column,
+    embedding_files,
+    label_columns,
+    load_embeddings,
+)
 
 log = logging.getLogger(__name__)
 # faiss logs each SIMD build it fails to load at INFO level; that is noise to a user.
@@ -33,15 +42,24 @@ import faiss  # noqa: E402
 METRICS = ("cosine", "l2")
 
 
-def standardizer(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-dimension mean and scale of a set of embeddings.
+def standardizer(vectors: np.ndarray | VectorBatches) -> tuple[np.ndarray, np.ndarray]:
+    """Per-dimension mean and scale of a set of embeddings (an array, or batches read
+    part by part: combined with Chan's pairwise update, stable for large constant values).
 
     Transformer hidden states carry a few dimensions of very large, nearly constant value;
     left alone they dominate cosine similarity (every pair scores ~1). Distances are
     therefore taken between embeddings standardised with the statistics of the whole set.
     """
-    x = np.asarray(vectors, dtype=np.float64)
-    return x.mean(axis=0), x.std(axis=0) + 1e-6
+    batches = VectorBatches.of_array(vectors) if isinstance(vectors, np.ndarray) else vectors
+    n, mean, m2 = 0, np.zeros(batches.d), np.zeros(batches.d)
+    for batch in batches:
+        x = np.asarray(batch, dtype=np.float64)
+        n_b, mean_b = len(x), x.mean(axis=0)
+        delta = mean_b - mean
+        mean = mean + delta * n_b / (n + n_b)
+        m2 = m2 + ((x - mean_b) ** 2).sum(axis=0) + delta**2 * n * n_b / (n + n_b)
+        n += n_b
+    return mean, np.sqrt(m2 / max(n, 1)) + 1e-6
 
 
 def prepare_vectors(x: np.ndarray, metric: str, stats: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
@@ -54,56 +72,61 @@ def prepare_vectors(x: np.ndarray, metric: str, stats: tuple[np.ndarray, np.ndar
 
 
 def build_index(
-    vectors: np.ndarray, metric: str = "cosine", stats: tuple[np.ndarray, np.ndarray] | None = None,
+    vectors: np.ndarray | VectorBatches, metric: str = "cosine", stats: tuple[np.ndarray, np.ndarray] | None = None,
     kind: str = "flat", chunk: int = 100_000,
 ) -> faiss.Index:
     """A FAISS index over ``vectors`` (standardised with ``stats`` if given) for ``metric``
     (``cosine`` or ``l2``): exact (``flat``, the default) or approximate (``hnsw``,
-    ``ivfpq``, or ``auto`` by size: see :mod:`astropt.tasks.ann`), filled chunk by chunk."""
+    ``ivfpq``, or ``auto`` by size: see :mod:`astropt.tasks.ann`), filled batch by batch
+    (from an array in ``chunk`` rows, or from :class:`VectorBatches` read part by part, so
+    the vectors are only held by the index)."""
     if metric not in METRICS:
         raise ValueError(f"unknown metric {metric!r}; choose from {METRICS}")
-    kind = ann.choose_kind(len(vectors), kind)
-    n, d = len(vectors), vectors.shape[1]
-    chunks = (prepare_vectors(vectors[i : i + chunk], metric, stats) for i in range(0, n, chunk))
+    batches = VectorBatches.of_array(vectors, chunk) if isinstance(vectors, np.ndarray) else vectors
+    kind = ann.choose_kind(batches.n, kind)
     sample = None
     if kind == "ivfpq":
-        pick = np.random.default_rng(0).choice(n, size=min(n, 256 * 256), replace=False)
-        sample = prepare_vectors(vectors[np.sort(pick)], metric, stats)
-    return ann.build(chunks, n, d, kind, metric, train_sample=sample)
+        pick = np.random.default_rng(0).choice(batches.n, size=min(batches.n, 256 * 256), replace=False)
+        sample = prepare_vectors(batches.rows(np.sort(pick)), metric, stats)
+    chunks = (prepare_vectors(batch, metric, stats) for batch in batches)
+    return ann.build(chunks, batches.n, batches.d, kind, metric, train_sample=sample)
 
 
-def index_recall(index: faiss.Index, vectors: np.ndarray, metric: str, stats, k: int = 10,
+def index_recall(index: faiss.Index, vectors: np.ndarray | VectorBatches, metric: str, stats, k: int = 10,
                  n_queries: int = 500) -> float:
     """recall@k of ``index`` against exact search, on a sample of the vectors as queries."""
-    exact = build_index(vectors, metric, stats, kind="flat")
-    pick = np.random.default_rng(1).choice(len(vectors), size=min(n_queries, len(vectors)), replace=False)
-    return ann.recall_at_k(index, exact, prepare_vectors(vectors[np.sort(pick)], metric, stats), k)
+    batches = VectorBatches.of_array(vectors) if isinstance(vectors, np.ndarray) else vectors
+    exact = build_index(batches, metric, stats, kind="flat")
+    pick = np.random.default_rng(1).choice(batches.n, size=min(n_queries, batches.n), replace=False)
+    return ann.recall_at_k(index, exact, prepare_vectors(batches.rows(np.sort(pick)), metric, stats), k)
 
 
 def cached_index(
     path: str | os.PathLike,
-    emb: Embeddings,
+    emb: Embeddings | None,
     column: str,
     metric: str,
     stats: tuple[np.ndarray, np.ndarray] | None = None,
     kind: str = "auto",
 ) -> faiss.Index:
-    """The saved index of ``path``'s ``column``, rebuilt when the embeddings file changed
-    (``kind``: see :mod:`astropt.tasks.ann`; approximate ones record their recall@10)."""
+    """The saved index of ``path``'s ``column``, rebuilt when the embeddings changed
+    (``kind``: see :mod:`astropt.tasks.ann`; approximate ones record their recall@10).
+    Built from ``emb`` when given, else from ``path`` read part by part."""
     path = Path(path)
+    vectors = VectorBatches.of_array(emb.matrix(column)) if emb is not None else VectorBatches.of_file(path, column)
     index_path = path.with_name(f"{path.name}.{column}.{metric}.faiss")
     stamp_path = index_path.with_name(index_path.name + ".json")
-    stat = path.stat()
-    kind = ann.choose_kind(len(emb.ids), kind)
-    stamp = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "n": len(emb.ids),
+    stat = (path / MANIFEST_NAME if path.is_dir() else path).stat()
+    kind = ann.choose_kind(vectors.n, kind)
+    stamp = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "n": vectors.n,
              "standardized": stats is not None, "kind": kind}
     if index_path.is_file() and stamp_path.is_file():
         saved = json.loads(stamp_path.read_text())
         if {k: saved.get(k) for k in stamp} == stamp:
             return faiss.read_index(str(index_path))
-    index = build_index(emb.matrix(column), metric, stats, kind=kind)
+    index = build_index(vectors, metric, stats, kind=kind)
     if kind != "flat":
-        stamp["recall_at_10"] = index_recall(index, emb.matrix(column), metric, stats)
+        stamp["recall_at_10"] = index_recall(index, vectors, metric, stats)
         log.info("approximate %s index: recall@10 %.3f against exact search (500 queries)", kind,
                  stamp["recall_at_10"])
     with atomic_path(index_path) as tmp:
@@ -194,10 +217,13 @@ def search(
     """
     if k < 1:
         raise ValueError(f"k (-k, the number of neighbours) must be at least 1, got {k}")
-    emb = load_embeddings(embeddings)
-    column = column or emb.default_column
-    stats = standardizer(emb.matrix(column)) if standardize else None
-    index = cached_index(embeddings, emb, column, metric, stats, kind=index)
+    # ids and labels in memory; the vectors only in the index (read part by part)
+    files = embedding_files(embeddings)
+    emb = load_embeddings(embeddings, columns=label_columns(files.schema))
+    column = column or default_column(files.schema)
+    vectors = VectorBatches.of_file(embeddings, column)
+    stats = standardizer(vectors) if standardize else None
+    index = cached_index(embeddings, None, column, metric, stats, kind=index)
     query_image = None
     if Path(query).is_file():
         if model is None:
@@ -205,7 +231,7 @@ def search(
         query_image = read_image_file(query)
         vector = embed_image(load_model(model), query_image, emb.meta)
     else:
-        vector = emb.matrix(column)[emb.index_of(query)][None]
+        vector = vectors.rows(np.array([emb.index_of(query)]))
     hits = nearest(index, emb.ids, vector, k, metric, stats)[0]
     if out is not None:
         _grid(hits, query, query_image, data or emb.meta.get("data"), Path(out))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -72,7 +72,8 @@ def load(cfg: SourceConfig) -> datasets.Dataset | datasets.IterableDataset:
             files = sorted(str(p) for p in path.glob("**/*.parquet")) if path.is_dir() else [str(path)]
             if not files:
                 raise DataError(f"{path}: no Parquet files and not a save_to_disk folder")
-            ds = datasets.load_dataset("parquet", data_files=files, split="train")
+            # streaming: read the files where they are (no Arrow cache copy on disk)
+            ds = datasets.load_dataset("parquet", data_files=files, split="train", streaming=cfg.streaming)
         elif not path.exists() and HUB_ID.match(cfg.path):
             _check_hub(cfg.path)
             return datasets.load_dataset(cfg.path, split=cfg.split, streaming=True)
@@ -161,9 +162,15 @@ class HFSource(Source):
         limit = self.config.limit or None
         stop = limit if stop is None else (min(stop, limit) if limit else stop)
         stream = self.dataset.skip(start) if start else self.dataset
-        for index, row in enumerate(stream, start):
+        for index, result in self.records(stream, start):
             if stop is not None and index >= stop:
                 return
+            yield index, result
+
+    def records(self, rows: Iterable[dict[str, Any]], start: int = 0) -> Iterator[tuple[int, Result]]:
+        """``(index, record or ObjectError)`` of raw dataset ``rows`` (e.g. one rank's split
+        of the stream), numbered from ``start`` (the ids of a dataset without id column)."""
+        for index, row in enumerate(rows, start):
             try:
                 yield index, self._record(index, row)
             except ObjectError as exc:
