@@ -138,7 +138,7 @@ def embed_stream(model: AstroPT | str | os.PathLike, data: str | os.PathLike, ou
     all_layers = str(job.layer) == "all"
     layer = None if all_layers or job.layer is None else int(job.layer)
     pool = job.pool or model.config.embed_pool
-    amp = resolve_dtype(job.dtype, device)
+    amp = resolve_dtype(job.dtype, device, model.config.n_embd)
     meta = {
         **embed_module.model_meta(model, named, layer, all_layers, pool, configs, amp, job.precision, job.part_size),
         "data": str(data), "data_fingerprint": source.fingerprint(0, None), "stream": True,
@@ -150,7 +150,8 @@ def embed_stream(model: AstroPT | str | os.PathLike, data: str | os.PathLike, ou
             _check_world_size(folder, meta)
             embed_module.prepare_parts_folder(out, meta)
         barrier()
-        embedder = _PartEmbedder(model, configs, layer, all_layers, pool, job, device, amp, str(data))
+        embedder = _PartEmbedder(model.inference_copy(amp), configs, layer, all_layers, pool, job, device, amp,
+                                 str(data))
         _embed_rank(stream, schema, embedder, folder, meta, job, rank, world)
         barrier()
         if rank == 0:
