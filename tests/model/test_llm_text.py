@@ -35,7 +35,7 @@ def test_text_tokens_round_trip_between_begin_and_end(model):
     texts = ["a red spiral galaxy", "redshift 0.53"]
     ids, mask = llm.text_ids(texts, max_tokens=8)
     begin, end = llm.special_ids[TEXT_BEGIN], llm.special_ids[TEXT_END]
-    for row, m, text in zip(ids.tolist(), mask.tolist(), texts, strict=True):
+    for row, m in zip(ids.tolist(), mask.tolist(), strict=True):
         real = [i for i, keep in zip(row, m, strict=True) if keep]
         assert real[0] == begin and real[-1] == end and begin not in real[1:-1]
         decoded = llm.tokenizer.decode(real[1:-1])
