@@ -14,13 +14,20 @@ from astropt.train.logging import read_metrics
 CONFIG = Path(__file__).parents[2] / "configs" / "llm-tiny.yaml"
 
 
-def test_train_then_embed_with_the_llm_backbone(shard_dir, tmp_path):
-    run = tmp_path / "run"
-    overrides = [
+def tiny_data(shard_dir: Path) -> list[str]:
+    """Overrides that fit the shipped LLM configs to the tiny shards (16x16, two bands)."""
+    return [
         f"data.path={shard_dir}", "data.synth_n=0", "data.batch_size=4", "data.val_fraction=0.2",
         "model.modalities.0.image_size=16", "model.modalities.0.patch_size=4",
         "model.modalities.0.n_channels=2", "model.modalities.0.bands=[]",
         "model.modalities.0.flux_features=false", "model.modalities.0.input_size=0",
+    ]
+
+
+def test_train_then_embed_with_the_llm_backbone(shard_dir, tmp_path):
+    run = tmp_path / "run"
+    overrides = [
+        *tiny_data(shard_dir),
         f"train.out_dir={run}", "train.max_steps=5", "train.warmup_steps=1", "train.eval_interval=5",
         "train.eval_batches=1", "train.device=cpu", "train.peak_tflops=1.0", "train.figures=false",
     ]
@@ -47,12 +54,10 @@ def test_training_with_text_lowers_the_loss_and_answers_in_text(shard_dir, tmp_p
     `generate --text` answers after the observations in words of the tokenizer."""
     run = tmp_path / "run"
     overrides = [
-        f"data.path={shard_dir}", "data.synth_n=0", "data.batch_size=4", "data.val_fraction=0.2",
-        "model.modalities.0.image_size=16", "model.modalities.0.patch_size=4",
-        "model.modalities.0.n_channels=2", "model.modalities.0.bands=[]",
-        "model.modalities.0.flux_features=false", "model.modalities.0.input_size=0",
+        *tiny_data(shard_dir),
         "model.text.template=width {width:.1f}", "model.llm.vocab=[width]",
-        f"train.out_dir={run}", "train.max_steps=20", "train.warmup_steps=2", "train.lr=0.005", "train.eval_interval=40",
+        f"train.out_dir={run}", "train.max_steps=20", "train.warmup_steps=2", "train.lr=0.005",
+        "train.eval_interval=40",
         "train.eval_batches=1", "train.log_interval=1", "train.device=cpu", "train.peak_tflops=1.0",
         "train.figures=false", "train.ckpt_interval=0",
     ]
