@@ -129,7 +129,9 @@ class ModalityConfig:
     """For ``discrete``: ``none`` (records carry the integer codes) or ``aion``: the
     ``polymathic-aion`` codec of ``codec_name`` tokenises the raw array (the ``aion`` extra)."""
     codec_name: str = ""
-    """For ``codec: aion``: which AION codec (e.g. ``image``, ``spectrum``)."""
+    """For ``codec: aion``: the AION modality whose codec tokenises ``field``:
+    ``LegacySurveyImage`` (alias ``image``; AION band names in ``bands``, e.g. ``DES-G``),
+    ``HSCImage``, ``DESISpectrum`` (alias ``spectrum``) or ``SDSSSpectrum``."""
 
     def __post_init__(self) -> None:
         if not self.field:

@@ -79,3 +79,11 @@ def test_a_model_built_without_text_says_how_to_get_it():
     assert TEXT_BEGIN not in plain.llm.tokenizer.get_vocab()  # its vocabulary is unchanged
     with pytest.raises(ValueError, match="built without model.text"):
         plain.loss(dict(images(), **{TEXT: ["a star", "a galaxy"]}))
+
+
+def test_words_the_tokenizer_does_not_know_are_named_once(caplog):
+    model = AstroPT(text_config())
+    with caplog.at_level("WARNING", logger="astropt.model.backbones"):
+        model.llm.text_ids(["a galaxy", "a quokka galaxy", "a wombat"], max_tokens=8)
+        model.llm.text_ids(["a wombat"], max_tokens=8)
+    assert caplog.text.count("does not know") == 1 and "'a quokka galaxy'" in caplog.text

@@ -7,7 +7,8 @@ per record out, with the codebook size checked against ``vocab_size``.
 
 ``codec_name`` is the AION modality class (``LegacySurveyImage``, ``HSCImage``,
 ``DESISpectrum``, ``SDSSSpectrum``; aliases ``image`` and ``spectrum``). Images are read from
-``record[field]`` ``(C, H, W)`` with the AION band names in ``bands`` (e.g. ``DES-G``);
+``record[field]`` ``(C, H, W)`` in the flux units the codec was trained on (AION rescales
+per survey itself) with the AION band names in ``bands`` (e.g. ``DES-G``);
 spectra from ``record[field]`` and ``record[field + "_wavelength"]`` (``_ivar`` and
 ``_mask`` when present). The codec weights come from the hub (``polymathic-ai/aion-base``)
 on first use and from the Hugging Face cache afterwards; without the package or the

@@ -148,6 +148,7 @@ class LLMBackbone(nn.Module):
                 f"{TEXT_BEGIN}/{TEXT_END}; set model.text (and train) to give it text"
             )
         encoded = self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+        self._warn_unknown_words(texts, encoded)
         begin, end = self.special_ids[TEXT_BEGIN], self.special_ids[TEXT_END]
         rows = [[begin, *ids[:max_tokens], end] for ids in encoded]
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else end
@@ -157,6 +158,19 @@ class LLMBackbone(nn.Module):
             ids[i, : len(row)] = torch.tensor(row)
             mask[i, : len(row)] = True
         return ids.to(device), mask.to(device)
+
+    def _warn_unknown_words(self, texts: list[str], encoded: list[list[int]]) -> None:
+        """Once per model: text the tokenizer does not know (a built word-level tokenizer
+        knows ``llm.vocab`` and a small list) is learnt as ``unk``, so say which text."""
+        unk = self.tokenizer.unk_token_id
+        if unk is None or getattr(self, "_warned_unknown", False):
+            return
+        for text, ids in zip(texts, encoded, strict=True):
+            if unk in ids:
+                self._warned_unknown = True
+                log.warning("text %r has words the LLM's tokenizer does not know (tokenised as %s); "
+                            "add them to model.llm.vocab for a built tokenizer", text, self.tokenizer.unk_token)
+                return
 
     def decode_text(self, ids: list[int]) -> str:
         """Generated ids -> text, cut at the first ``<|end_text|>`` or end-of-text token."""
