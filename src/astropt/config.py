@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import string
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar, get_args
@@ -31,6 +32,10 @@ from astropt.config_io import (  # noqa: F401  (the generic loader; re-exported 
 from astropt.errors import ConfigError  # noqa: F401  (re-exported)
 
 T = TypeVar("T")
+
+TEXT = "text"
+"""Batch key of a record's text (a caption, a catalogue line): a list of strings from the
+loader, token ids ``(B, L)`` (with ``text_mask``) once the LLM backbone has tokenised them."""
 
 
 # ----------------------------------------------------------------------------- modalities
@@ -124,7 +129,9 @@ class ModalityConfig:
     """For ``discrete``: ``none`` (records carry the integer codes) or ``aion``: the
     ``polymathic-aion`` codec of ``codec_name`` tokenises the raw array (the ``aion`` extra)."""
     codec_name: str = ""
-    """For ``codec: aion``: which AION codec (e.g. ``image``, ``spectrum``)."""
+    """For ``codec: aion``: the AION modality whose codec tokenises ``field``:
+    ``LegacySurveyImage`` (alias ``image``; AION band names in ``bands``, e.g. ``DES-G``),
+    ``HSCImage``, ``DESISpectrum`` (alias ``spectrum``) or ``SDSSSpectrum``."""
 
     def __post_init__(self) -> None:
         if not self.field:
@@ -294,6 +301,44 @@ class LLMConfig:
 
 
 @dataclass
+class TextConfig:
+    """Text interleaved after the observations (``model.text``; LLM backbone only).
+
+    Each record's text is its ``column`` (a caption), or ``template`` rendered with the
+    record's labels and fields (a catalogue line, e.g. ``"redshift {redshift:.2f}"``). The
+    LLM's own tokenizer turns it into ids between ``<|begin_text|>`` and ``<|end_text|>``.
+    Travels with the weights, like the modalities.
+    """
+
+    column: str = ""
+    """Label (or record field) holding the text, e.g. ``caption``."""
+    template: str = ""
+    """A ``str.format`` template over the record's labels, e.g. ``"z {redshift:.1f}"``."""
+    max_tokens: int = 32
+    """Text tokens kept per object (longer texts are cut), not counting begin/end."""
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.column or self.template)
+
+    def __post_init__(self) -> None:
+        if self.column and self.template:
+            raise ConfigError("model.text: give either column or template, not both")
+        if self.max_tokens <= 0:
+            raise ConfigError(f"model.text.max_tokens must be positive, got {self.max_tokens}")
+        if self.template:
+            try:
+                names = [f for _, f, _, _ in string.Formatter().parse(self.template) if f is not None]
+            except ValueError as exc:
+                raise ConfigError(f"model.text.template {self.template!r} is not a format string ({exc})") from None
+            if not names or any(not n or not n.isidentifier() for n in names):
+                raise ConfigError(
+                    f"model.text.template {self.template!r}: every field must name a label, "
+                    "e.g. \"redshift {redshift:.2f}\""
+                )
+
+
+@dataclass
 class ModelConfig:
     """Shape of an AstroPT model. Together with its modalities, it fully determines it."""
 
@@ -334,6 +379,8 @@ class ModelConfig:
     observation tokens projected into its width and ``<|begin_{modality}|>`` special tokens."""
     llm: LLMConfig = field(default_factory=LLMConfig)
     """The LLM of ``backbone: llm`` (ignored by the native backbone)."""
+    text: TextConfig = field(default_factory=TextConfig)
+    """Text (caption / catalogue line) after the observations; needs ``backbone: llm``."""
 
     def __post_init__(self) -> None:
         if self.n_layer <= 0 or self.n_head <= 0 or self.n_embd <= 0:
@@ -358,12 +405,25 @@ class ModelConfig:
                 "model.backbone 'llm' needs attn: causal and modality_tokens: true (each modality "
                 "starts with its <|begin_{modality}|> token)"
             )
+        self._check_text(names)
         n_tokens = self.sequence_length
         if n_tokens > self.block_size:
             raise ConfigError(
                 f"model.block_size {self.block_size} is smaller than the sequence "
                 f"({n_tokens} tokens from {names})"
             )
+
+    def _check_text(self, names: list[str]) -> None:
+        if not self.text.enabled:
+            return
+        if self.backbone != "llm":
+            raise ConfigError(
+                "model.text interleaves text with the observations, which needs a language model "
+                "and its tokenizer: set model.backbone: llm (see configs/llm-tiny-text.yaml), or "
+                f"remove model.text for the {self.backbone} backbone"
+            )
+        if TEXT in names:
+            raise ConfigError(f"model.modalities: the name {TEXT!r} is the text's; rename that modality")
 
     @property
     def default_embed_layer(self) -> int:
@@ -381,9 +441,10 @@ class ModelConfig:
     @property
     def sequence_length(self) -> int:
         """Tokens in the longest sequence: every modality's tokens (plus a begin token each with
-        ``modality_tokens``)."""
+        ``modality_tokens``) and the text's, when there is text."""
         extra = 1 if self.modality_tokens else 0
-        return sum(m.n_tokens + extra for m in self.modalities)
+        text = self.text.max_tokens + 2 if self.text.enabled else 0  # with <|begin_text|>, <|end_text|>
+        return sum(m.n_tokens + extra for m in self.modalities) + text
 
     def modality(self, name: str) -> ModalityConfig:
         """The modality config called ``name`` (a ``KeyError`` naming the others if absent)."""

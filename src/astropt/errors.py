@@ -45,3 +45,11 @@ class PretrainedError(ValueError):
 
 class TrainingError(ValueError):
     """Training cannot go on (e.g. a non-finite loss); the message names the step and objects."""
+
+
+class CodecUnavailableError(ImportError, ValueError):
+    """A modality's codec needs a package that is not installed; the message names the extra."""
+
+
+class CodecWeightsError(ValueError):
+    """A codec's weights are neither cached nor downloadable (offline, gated, missing)."""

@@ -178,22 +178,30 @@ def run_anomalies(args) -> int:
 
 
 def _generate(sub) -> None:
-    p = sub.add_parser("generate", help="complete an image from its first tokens (or cross-modal)")
+    p = sub.add_parser("generate", help="complete an image from its first tokens (or cross-modal, or text)")
     p.add_argument("model", help=MODEL_HELP)
-    p.add_argument("image", help="image file (.npy/FITS/PNG/JPEG) or a data folder (with --id)")
+    p.add_argument("image", help="image file (.npy/FITS/PNG/JPEG) or a data folder (with --id, --to or --text)")
     p.add_argument("--id", default=None, help="object id in a data folder (default: the first)")
     p.add_argument("--keep", type=float, default=0.5, help="fraction of tokens kept")
     p.add_argument("--temperature", type=float, default=0.0, help="scale of noise added per token")
     p.add_argument("--from", dest="source_modality", default=None, help="source modality")
     p.add_argument("--to", dest="target_modality", default=None, help="predict this modality instead")
-    p.add_argument("-n", type=int, default=16, help="objects for cross-modal prediction")
+    p.add_argument("-n", type=int, default=16, help="objects for cross-modal prediction or --text")
+    p.add_argument("--text", action="store_true",
+                   help="LLM backbone: answer in text after each object's observations (answers.json)")
+    p.add_argument("--prompt", default="", help="with --text: words that open the answer")
+    p.add_argument("--max-new-tokens", type=int, default=16, help="with --text: longest answer in tokens")
     p.add_argument("--out", default="generate")
     p.set_defaults(func=run_generate)
 
 
 def run_generate(args) -> int:
-    from astropt.tasks.generate import generate
+    from astropt.tasks.generate import answer_text, generate
 
+    if args.text:
+        _print(answer_text(args.model, args.image, args.prompt, args.n, args.max_new_tokens,
+                           args.temperature, out=args.out))
+        return 0
     _print(generate(args.model, args.image, args.keep, args.out, args.id, args.temperature,
                     source_modality=args.source_modality, target_modality=args.target_modality, n=args.n))
     return 0

@@ -35,10 +35,11 @@ import pyarrow as pa
 import torch
 from torch.utils.data import DataLoader, IterableDataset, Sampler, get_worker_info
 
-from astropt.config import ModalityConfig, ModelConfig
+from astropt.config import TEXT, ModalityConfig, ModelConfig
 from astropt.data.shards import Manifest, ShardSet, fixed_column
 from astropt.errors import DataError
 from astropt.modalities.base import Tokens, build_modality
+from astropt.modalities.text import TextRenderer
 
 log = logging.getLogger(__name__)
 
@@ -262,10 +263,15 @@ class Collator:
     tokens go to ``batch[name]``, positions to ``batch[f"{name}_positions"]``, for ragged
     modalities the validity mask to ``batch[f"{name}_mask"]``, and loss weights the modality
     provides (``stats["weights"]``) to ``batch[f"{name}_weights"]`` (see :func:`batch_of`).
+    Given a model config with ``text``, each record's text (caption / catalogue line) goes to
+    ``batch["text"]`` as a list of strings, which the LLM backbone tokenises with its own
+    tokenizer (the data stage never sees the tokenizer).
     """
 
     def __init__(self, modalities: ModelConfig | list[ModalityConfig]):
         self.configs = list(modalities.modalities if isinstance(modalities, ModelConfig) else modalities)
+        text = modalities.text if isinstance(modalities, ModelConfig) else None
+        self.text = TextRenderer(text) if text is not None and text.enabled else None
         self._modalities: dict[str, Any] | None = None  # built lazily (in each worker)
 
     def _tokenisers(self) -> dict[str, Any]:
@@ -274,7 +280,7 @@ class Collator:
         return self._modalities
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"configs": self.configs, "_modalities": None}
+        return {"configs": self.configs, "text": self.text, "_modalities": None}
 
     def tokenize(self, records: list[dict[str, Any]]) -> dict[str, Tokens]:
         """The Tokens of each modality present in ``records`` (with their statistics)."""
@@ -293,8 +299,11 @@ class Collator:
             )
         return tokens
 
-    def __call__(self, records: list[dict[str, Any]]) -> tuple[dict[str, torch.Tensor], list[str]]:
-        return batch_of(self.tokenize(records)), [str(r["id"]) for r in records]
+    def __call__(self, records: list[dict[str, Any]]) -> tuple[dict[str, Any], list[str]]:
+        batch: dict[str, Any] = batch_of(self.tokenize(records))
+        if self.text is not None:
+            batch[TEXT] = self.text.render_records(records)
+        return batch, [str(r["id"]) for r in records]
 
 
 def batch_of(tokens: dict[str, Tokens]) -> dict[str, torch.Tensor]:
@@ -310,9 +319,9 @@ def batch_of(tokens: dict[str, Tokens]) -> dict[str, torch.Tensor]:
     return batch
 
 
-def to_device(batch: dict[str, torch.Tensor], device: str | torch.device) -> dict[str, torch.Tensor]:
-    """A batch dict with every tensor on ``device``."""
-    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+def to_device(batch: dict[str, Any], device: str | torch.device) -> dict[str, Any]:
+    """A batch dict with every tensor on ``device`` (text, a list of strings, as it is)."""
+    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
 
 # ----------------------------------------------------------------------------- loader

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from astropt.config import ModalityConfig
+from astropt.modalities.aion_codec import AIONCodec
 from astropt.modalities.base import TokenizationError, Tokens, register
 
 
@@ -20,11 +21,17 @@ from astropt.modalities.base import TokenizationError, Tokens, register
 class DiscreteModality:
     """Tokeniser of integer code sequences (see module docstring)."""
 
-    def __init__(self, config: ModalityConfig):
+    def __init__(self, config: ModalityConfig, codec: AIONCodec | None = None):
+        """Args:
+        codec: for ``codec: aion``, the adapter to use (default: one over the pretrained
+            AION codec of ``config.codec_name``).
+        """
         if config.kind != "discrete":
             raise ValueError(f"DiscreteModality needs kind 'discrete', got {config.kind!r}")
         self.config = config
-        self.codec = aion_codec(config) if config.codec == "aion" else None
+        if codec is None and config.codec == "aion":
+            codec = AIONCodec(config)
+        self.codec = codec
 
     @staticmethod
     def token_sizes(config: ModalityConfig) -> tuple[int, int]:
@@ -33,8 +40,6 @@ class DiscreteModality:
 
     def codes(self, obs, what: str = "discrete") -> torch.Tensor:
         """The ``(n,)`` int64 codes of one observation, checked against the vocabulary."""
-        if self.codec is not None:
-            obs = self.codec(obs)
         x = np.asarray(obs)
         if x.ndim != 1 or not (np.issubdtype(x.dtype, np.integer) or _integral(x)):
             raise TokenizationError(
@@ -52,12 +57,19 @@ class DiscreteModality:
         return torch.from_numpy(x)
 
     def tokenize(self, obs, what: str = "discrete") -> Tokens:
+        """Codes of one observation (raw data through the codec, if there is one)."""
+        if self.codec is not None:  # a record (spectra: with their wavelengths) or the array
+            record = obs if isinstance(obs, dict) else {"id": what, self.config.field: obs}
+            obs = self.codec.encode_records([record])[0]
         codes = self.codes(obs, what)
         return Tokens(codes, torch.arange(len(codes)))
 
     def tokenize_records(self, records: list[dict]) -> Tokens:
-        """Codes of a batch -> ``(B, n_max)`` int64, padded with 0 and masked when ragged."""
-        rows = [self.codes(r[self.config.field], f"object {r.get('id')!r}") for r in records]
+        """Codes of a batch -> ``(B, n_max)`` int64, padded with 0 and masked when ragged
+        (raw data through the codec first, one call per batch for images)."""
+        field = self.config.field
+        raw = self.codec.encode_records(records) if self.codec is not None else [r[field] for r in records]
+        rows = [self.codes(x, f"object {r.get('id')!r}") for x, r in zip(raw, records, strict=True)]
         n = max(len(c) for c in rows)
         values = torch.zeros(len(rows), n, dtype=torch.int64)
         mask = torch.zeros(len(rows), n, dtype=torch.bool)
@@ -107,19 +119,3 @@ class Codebook:
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         return self.centroids[codes]
-
-
-def aion_codec(config: ModalityConfig):
-    """The ``polymathic-aion`` codec named by ``config.codec_name`` as ``array -> codes``."""
-    try:
-        import aion  # noqa: F401
-    except ImportError:
-        raise ImportError(
-            f"modality {config.name!r} uses the AION codec {config.codec_name!r}, which needs the "
-            "'aion' extra: pip install 'astropt[aion]' (it fetches codec weights from the hub "
-            "at run time); or give pre-tokenised integer codes with codec: none"
-        ) from None
-    raise NotImplementedError(
-        f"modality {config.name!r}: the AION codec adapter is not implemented in this version; "
-        "tokenise with aion beforehand and store the integer codes (codec: none)"
-    )

@@ -15,7 +15,9 @@ Objectives:
   hidden state at a masked position predicts that position's token.
 
 Continuous tokens are trained with a Huber loss; ``discrete`` modalities (integer codes) and
-the LLM backbone's ``text`` ids with cross-entropy. The trunk is a backbone (see
+the LLM backbone's ``text`` ids with cross-entropy. A batch's ``text`` may come as strings
+(captions, catalogue lines; ``model.text``): the LLM's tokenizer turns them into ids between
+``<|begin_text|>`` and ``<|end_text|>`` (:meth:`AstroPT.tokenize_text`). The trunk is a backbone (see
 :mod:`astropt.model.backbones`): our GPT blocks, or a Hugging Face causal LM.
 """
 
@@ -147,6 +149,21 @@ class AstroPT(PretrainedMixin, nn.Module):
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
 
     # ------------------------------------------------------------------ assembly
+    def tokenize_text(self, batch: dict) -> dict:
+        """``batch`` with its ``text`` strings (if any) replaced by the LLM's ids and
+        ``text_mask``. The tokenizer lives with the weights, so text is tokenised here."""
+        text = batch.get(TEXT)
+        if text is None or isinstance(text, torch.Tensor):
+            return batch
+        if self.llm is None:
+            raise ValueError(
+                "the batch carries text but this model has the native backbone, which has no text "
+                "vocabulary; text needs model.backbone: llm (see configs/llm-tiny-text.yaml)"
+            )
+        device = self.llm.base().get_input_embeddings().weight.device
+        ids, mask = self.llm.text_ids(list(text), self.config.text.max_tokens, device)
+        return {**batch, TEXT: ids, f"{TEXT}_mask": mask}
+
     def modality_names(self, batch: dict[str, torch.Tensor]) -> list[str]:
         """Names of the configured modalities present in ``batch``, in sequence order."""
         names = [m.name for m in self.config.ordered_modalities if m.name in batch]
@@ -253,7 +270,7 @@ class AstroPT(PretrainedMixin, nn.Module):
         hide: dict[str, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, Sequence]:
         """Final hidden states ``(B, T, C)`` (after ``ln_f``) and the sequence layout."""
-        seq = self.assemble(batch, hide=hide)
+        seq = self.assemble(self.tokenize_text(batch), hide=hide)
         return self.final_hidden(seq.x, seq.key_mask), seq
 
     def decode(self, name: str, hidden: torch.Tensor) -> torch.Tensor:
@@ -320,6 +337,7 @@ class AstroPT(PretrainedMixin, nn.Module):
                 modality, then the weighted mean over modalities) instead of the batch's
                 (every real token of the batch counts once).
         """
+        batch = self.tokenize_text(batch)
         if objective == "ar":
             h, seq = self(batch)
             items = self.ar_predictions(h, seq, batch)
@@ -390,6 +408,7 @@ class AstroPT(PretrainedMixin, nn.Module):
         """
         pool = self._check_pool(pool)
         layers = [self._check_layer(k) for k in (layers or [self.config.default_embed_layer])]
+        batch = self.tokenize_text(batch)
         seq = self.assemble(batch)
         pooled = {}
         for i, x in enumerate(self.backbone.layers(seq.x, seq.key_mask)):
@@ -511,6 +530,7 @@ class AstroPT(PretrainedMixin, nn.Module):
         """
         if self.config.attn != "causal":
             raise ValueError("generation needs a causal model (attn='causal')")
+        batch = self.tokenize_text(batch)
         names = [n for n in self.modality_names(batch) if n != target]
         if target in batch:
             names.append(target)
@@ -572,24 +592,23 @@ class AstroPT(PretrainedMixin, nn.Module):
     ) -> list[str]:
         """LLM backbone: answer in text after the observation tokens of ``batch``.
 
-        ``prompt`` (e.g. ``"<|end_images|> redshift"``) follows the observations; the answer
-        is drawn as in :meth:`generate` and cut at the tokenizer's end-of-text token.
+        ``prompt`` follows the observations (after ``<|begin_text|>`` when the model has
+        ``model.text``, e.g. ``"redshift"``; else as it is, e.g. ``"<|end_images|> redshift"``);
+        the answer is drawn as in :meth:`generate` and cut at ``<|end_text|>`` or the
+        tokenizer's end-of-text token.
         """
         if self.llm is None:
             raise ValueError("generate_text needs model.backbone: llm (a language model)")
         ref = batch[self.modality_names(batch)[0]]
         batch = {k: v for k, v in batch.items() if k not in (TEXT, f"{TEXT}_mask")}
-        if prompt:
+        if self.config.text.enabled:
+            ids, _ = self.llm.text_ids([prompt], self.config.text.max_tokens, ref.device)
+            batch[TEXT] = ids[:, :-1].expand(ref.shape[0], -1)  # open: no <|end_text|>
+        elif prompt:
             ids, _ = self.llm.encode_text([prompt], ref.device)
             batch[TEXT] = ids.expand(ref.shape[0], -1)
         ids = self.generate(batch, TEXT, max_new_tokens, temperature, top_k=top_k, generator=generator)
-        tok = self.llm.tokenizer
-        texts = []
-        for row in ids.tolist():
-            if tok.eos_token_id in row:
-                row = row[: row.index(tok.eos_token_id)]
-            texts.append(tok.decode(row, skip_special_tokens=False))
-        return texts
+        return [self.llm.decode_text(row) for row in ids.tolist()]
 
 
 def main_embedding(features: dict[str, torch.Tensor]) -> torch.Tensor:

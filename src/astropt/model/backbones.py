@@ -11,7 +11,8 @@ The LLM backbone owns the LLM and its tokenizer, to which it adds the special to
 tokens sit where ``<|m|>`` placeholders would (their projection replaces the placeholder's
 embedding); a modality's segment starts with the LLM's own embedding of ``<|begin_{m}|>``.
 LoRA adapters (rank-stabilised, all linear layers) come from ``peft``; without a rank the
-LLM is frozen.
+LLM is frozen. With ``model.text``, a record's text is tokenised by the LLM's own tokenizer
+between ``<|begin_text|>`` and ``<|end_text|>`` (:meth:`LLMBackbone.text_ids`).
 """
 
 from __future__ import annotations
@@ -27,14 +28,14 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from astropt.config import ConfigError, ModelConfig
+from astropt.config import TEXT, ConfigError, ModelConfig
 from astropt.model.io import LLM_FILES
 from astropt.model.transformer import KVCache
 
 log = logging.getLogger(__name__)
 
-TEXT = "text"
-"""Batch key of text token ids (``(B, L)`` int64, with ``text_mask``) for the LLM backbone."""
+TEXT_BEGIN, TEXT_END = f"<|begin_{TEXT}|>", f"<|end_{TEXT}|>"
+"""The special tokens around a record's text (added to the tokenizer with ``model.text``)."""
 _BASE_WORDS = (
     "[UNK] [PAD] <|endoftext|> . , : ; = + - ( ) / the a of and is at with in galaxy star quasar "
     "spiral elliptical disc disk bulge bar merger edge on face red blue green bright faint "
@@ -77,6 +78,12 @@ def special_tokens(names: list[str]) -> list[str]:
     return [t for m in names for t in (f"<|begin_{m}|>", f"<|{m}|>", f"<|end_{m}|>")]
 
 
+def model_special_tokens(config: ModelConfig) -> list[str]:
+    """Every special token of a model: its modalities', and the text's with ``model.text``."""
+    text = [TEXT_BEGIN, TEXT_END] if config.text.enabled else []
+    return special_tokens([m.name for m in config.modalities]) + text
+
+
 def _require_llm_extra() -> None:
     missing = [m for m in ("transformers", "tokenizers") if importlib.util.find_spec(m) is None]
     if missing:
@@ -97,16 +104,16 @@ class LLMBackbone(nn.Module):
         super().__init__()
         _require_llm_extra()
         self.config = config
-        names = [m.name for m in config.modalities]
+        tokens = model_special_tokens(config)
         if files is not None:
             self.tokenizer, model = _from_files(str(files))
         elif config.llm.model_name:
             self.tokenizer, model = _from_hub(config)
         else:
-            self.tokenizer, model = _built(config, names)
-        _add_special_tokens(self.tokenizer, model, names)
+            self.tokenizer, model = _built(config, tokens)
+        _add_special_tokens(self.tokenizer, model, tokens)
         _check_shape(config, model.config)
-        self.special_ids = {t: self.tokenizer.convert_tokens_to_ids(t) for t in special_tokens(names)}
+        self.special_ids = {t: self.tokenizer.convert_tokens_to_ids(t) for t in tokens}
         self.model = _adapt(model, config)
 
     # ----------------------------------------------------------------- parts of the LLM
@@ -131,6 +138,45 @@ class LLMBackbone(nn.Module):
         """Token ids ``(B, L)`` and mask of captions / catalogue lines (right-padded)."""
         enc = self.tokenizer(list(texts), add_special_tokens=False, padding=True, return_tensors="pt")
         return enc["input_ids"].to(device), enc["attention_mask"].bool().to(device)
+
+    def text_ids(self, texts: list[str], max_tokens: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Ids ``(B, L)`` and mask of ``<|begin_text|> text <|end_text|>`` per record, the
+        text cut to ``max_tokens`` tokens (right-padded; the mask is False on padding)."""
+        if TEXT_BEGIN not in self.special_ids:
+            raise ValueError(
+                "this model was built without model.text, so its tokenizer has no "
+                f"{TEXT_BEGIN}/{TEXT_END}; set model.text (and train) to give it text"
+            )
+        encoded = self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+        self._warn_unknown_words(texts, encoded)
+        begin, end = self.special_ids[TEXT_BEGIN], self.special_ids[TEXT_END]
+        rows = [[begin, *ids[:max_tokens], end] for ids in encoded]
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else end
+        ids = torch.full((len(rows), max(len(r) for r in rows)), pad, dtype=torch.int64)
+        mask = torch.zeros(ids.shape, dtype=torch.bool)
+        for i, row in enumerate(rows):
+            ids[i, : len(row)] = torch.tensor(row)
+            mask[i, : len(row)] = True
+        return ids.to(device), mask.to(device)
+
+    def _warn_unknown_words(self, texts: list[str], encoded: list[list[int]]) -> None:
+        """Once per model: text the tokenizer does not know (a built word-level tokenizer
+        knows ``llm.vocab`` and a small list) is learnt as ``unk``, so say which text."""
+        unk = self.tokenizer.unk_token_id
+        if unk is None or getattr(self, "_warned_unknown", False):
+            return
+        for text, ids in zip(texts, encoded, strict=True):
+            if unk in ids:
+                self._warned_unknown = True
+                log.warning("text %r has words the LLM's tokenizer does not know (tokenised as %s); "
+                            "add them to model.llm.vocab for a built tokenizer", text, self.tokenizer.unk_token)
+                return
+
+    def decode_text(self, ids: list[int]) -> str:
+        """Generated ids -> text, cut at the first ``<|end_text|>`` or end-of-text token."""
+        stops = {self.tokenizer.eos_token_id, self.special_ids.get(TEXT_END)} - {None}
+        cut = next((k for k, i in enumerate(ids) if i in stops), len(ids))
+        return self.tokenizer.decode(ids[:cut], skip_special_tokens=False)
 
     # ----------------------------------------------------------------- backbone interface
     def _hidden_states(self, x, key_mask, caches) -> tuple[torch.Tensor, ...]:
@@ -215,18 +261,21 @@ def _qlora_available() -> bool:
     return reason is None
 
 
-def _built(config: ModelConfig, names: list[str]):
+def _built(config: ModelConfig, tokens: list[str]):
     """A small Llama-architecture LM with random weights and a word-level tokenizer."""
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
     words = list(dict.fromkeys(_BASE_WORDS + list(config.llm.vocab)))
     core = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
-    core.pre_tokenizer = pre_tokenizers.Whitespace()
+    # Numbers digit by digit, so that catalogue values are words of the vocabulary.
+    core.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Whitespace(), pre_tokenizers.Digits(individual_digits=True)]
+    )
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=core, unk_token="[UNK]", pad_token="[PAD]", eos_token="<|endoftext|>"
     )
-    tokenizer.add_special_tokens({"additional_special_tokens": special_tokens(names)})
+    tokenizer.add_special_tokens({"additional_special_tokens": tokens})
     c = config
     arch = LlamaConfig(
         hidden_size=c.n_embd, num_hidden_layers=c.n_layer, num_attention_heads=c.n_head,
@@ -238,8 +287,8 @@ def _built(config: ModelConfig, names: list[str]):
     return tokenizer, LlamaForCausalLM(arch)
 
 
-def _add_special_tokens(tokenizer, model: nn.Module, names: list[str]) -> None:
-    new = [t for t in special_tokens(names) if t not in tokenizer.get_vocab()]
+def _add_special_tokens(tokenizer, model: nn.Module, tokens: list[str]) -> None:
+    new = [t for t in tokens if t not in tokenizer.get_vocab()]
     if new:
         tokenizer.add_special_tokens({"additional_special_tokens": new})
     if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:

@@ -5,13 +5,15 @@ sequence is kept (in spiral order: the centre of the galaxy) and the rest is gen
 autoregressively. Predicted tokens live in the per-patch standardised space, so to display
 them the *original* patches' mean and standard deviation are used: the figure shows shape,
 not predicted brightness, and says so. Cross-modal prediction (``to=...``) is delegated to
-``astropt.tasks.crossmodal`` when that module is installed.
+``astropt.tasks.crossmodal`` when that module is installed. With the LLM backbone,
+:func:`answer_text` answers in text after objects' observations (``astropt generate --text``).
 """
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
+import json
 import logging
 import os
 from pathlib import Path
@@ -20,11 +22,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from astropt.data.loader import Collator
-from astropt.errors import DataError
+from astropt.atomic import atomic_write_text
+from astropt.data.loader import Collator, rows_to_records
+from astropt.errors import DataError, TokenizationError
 from astropt.modalities import build_modality
+from astropt.modalities.text import TextRenderer
 from astropt.model import AstroPT
-from astropt.tasks.common import images_for_ids, load_model, open_data
+from astropt.tasks.common import images_for_ids, load_model, open_data, used_modalities
 
 log = logging.getLogger(__name__)
 
@@ -131,3 +135,52 @@ def generate(
         viz.completion_figure(result["original"], result["kept"], result["completed"], path, CAPTION)
         summary["figure"] = str(path)
     return summary
+
+
+def answer_text(
+    model: AstroPT | str | os.PathLike,
+    source: str | os.PathLike,
+    prompt: str = "",
+    n: int = 16,
+    max_new_tokens: int = 16,
+    temperature: float = 0.0,
+    seed: int = 0,
+    out: str | os.PathLike | None = None,
+) -> dict[str, Any]:
+    """LLM backbone: the text the model writes after each of the first ``n`` objects of the
+    data folder ``source`` (after ``prompt``), beside the object's own text (its caption /
+    catalogue line by ``model.text``) when its labels give one. ``out``: a ``.json`` file,
+    or a folder for ``answers.json``."""
+    model = load_model(model)
+    if model.llm is None:
+        raise ValueError("text answers need a model with model.backbone: llm (this one is native)")
+    data = open_data(source)
+    rows = data.get_batch(np.arange(min(n, len(data))))
+    records = rows_to_records(rows, data.label_names)
+    batch, ids = Collator(used_modalities(model, data))(records)
+    generator = torch.Generator().manual_seed(seed)
+    answers = model.generate_text(batch, prompt, max_new_tokens, temperature, generator=generator)
+    truth = _texts_of(model, records)
+    objects = [{"id": i, "answer": a, "text": t} for i, a, t in zip(ids, answers, truth, strict=True)]
+    summary: dict[str, Any] = {"prompt": prompt, "objects": objects}
+    if out is not None:
+        path = Path(out)
+        path = path if path.suffix.lower() == ".json" else path / "answers.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, json.dumps(summary, indent=2))
+        summary["file"] = str(path)
+    return summary
+
+
+def _texts_of(model: AstroPT, records: list[dict[str, Any]]) -> list[str | None]:
+    """Each record's own text by the model's ``model.text`` (None where it cannot be made)."""
+    if not model.config.text.enabled:
+        return [None] * len(records)
+    renderer = TextRenderer(model.config.text)
+    texts: list[str | None] = []
+    for record in records:
+        try:
+            texts.append(renderer.render(record))
+        except TokenizationError:  # the data lacks the labels: no reference text to show
+            texts.append(None)
+    return texts

@@ -275,7 +275,7 @@ def nonfinite_objects(batch: dict[str, torch.Tensor], ids: list[str]) -> list[st
     """Ids of the objects of a batch with a NaN/Inf in any of their tokens."""
     bad = torch.zeros(len(ids), dtype=torch.bool)
     for value in batch.values():
-        if value.is_floating_point() and value.ndim >= 2 and value.shape[0] == len(ids):
+        if isinstance(value, torch.Tensor) and value.is_floating_point() and value.ndim >= 2 and value.shape[0] == len(ids):
             bad |= ~torch.isfinite(value).flatten(1).all(1).cpu()
     return [i for i, b in zip(ids, bad.tolist(), strict=True) if b]
 
