@@ -111,8 +111,8 @@ def pretrained_model(setup: Setup, out: Path) -> Path:
     return final
 
 
-def run(setup: Setup, out: Path) -> dict:
-    final = pretrained_model(setup, out)
+def run(setup: Setup, out: Path, pretrained: Path | None = None) -> dict:
+    final = pretrained or pretrained_model(setup, out)
     data_dir = out / f"data-{setup.n}"
     synthesize(data_dir, setup.n, seed=setup.seed + 1, progress=False)
     data = ShardSet(data_dir)
@@ -216,11 +216,15 @@ def main() -> None:
     mode.add_argument("--quick", action="store_true", help="smoke run: small surveys, short training")
     mode.add_argument("--full", action="store_true", help="larger surveys and pretraining (hours on a CPU)")
     parser.add_argument("--out", type=Path, default=HERE / "out" / "label_efficiency")
+    parser.add_argument("--pretrained", type=Path, default=None,
+                        help="a pretrained model folder to evaluate instead of pretraining one (it must not "
+                             "have seen the downstream survey, seed 1)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     setup = Setup.quick() if args.quick else Setup.full() if args.full else Setup()
     args.out.mkdir(parents=True, exist_ok=True)
-    results = run(setup, args.out)
+    results = run(setup, args.out, args.pretrained)
+    results["pretrained"] = str(args.pretrained or "pretrained here")
     atomic_write_text(args.out / "results.json", json.dumps(results, indent=2))
     atomic_write_text(args.out / "results.md", render(results))
     figure(results, args.out / "label_efficiency.png")
