@@ -198,8 +198,10 @@ def claims(results: dict) -> list[str]:
 
 def render(results: dict) -> str:
     s = results["setup"]
-    head = (f"# Label efficiency ({results['date']})\n\n{s['n_pretrain']} galaxies pretrained "
-            f"{s['pretrain_steps']} steps x batch {s['batch']}; downstream survey {s['n']} galaxies (other seed), "
+    given = results.get("pretrained", "pretrained here")
+    model = (f"{s['n_pretrain']} galaxies pretrained {s['pretrain_steps']} steps x batch {s['batch']}"
+             if given == "pretrained here" else f"pretrained model {Path(given).parent.name}")
+    head = (f"# Label efficiency ({results['date']})\n\n{model}; downstream survey {s['n']} galaxies (other seed), "
             f"test set {results['n_test']}, labelled pool {results['pool']}.")
     lines = ["| method | labels | z NMAD | z bias | z outliers | log M* RMSE |", "| --- | ---: | ---: | ---: | ---: | ---: |"]
     for method, per in results["rows"].items():
