@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from astropt.config import ModalityConfig, ModelConfig
+from astropt.data.noise import resolve_flux_scales, sky_noise
 
 
 def _fields(m: ModalityConfig, rng: np.random.Generator) -> dict:
@@ -42,3 +43,11 @@ def records_for(config: ModelConfig, n: int, seed: int = 0) -> list[dict]:
         rec["labels"] = labels
         out.append(rec)
     return out
+
+
+def with_measured_units(config: ModelConfig, records: list[dict]) -> ModelConfig:
+    """``config`` with ``flux_scale: auto`` resolved from the sky noise of ``records``, as training
+    resolves it from a prepared folder's manifest."""
+    stats = {m.field: {"noise": sky_noise(np.stack([r[m.field] for r in records]))}
+             for m in config.modalities if m.kind == "image"}
+    return resolve_flux_scales(config, stats, "fake records")

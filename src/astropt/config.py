@@ -90,10 +90,13 @@ class ModalityConfig:
     """Softening scale of the asinh/log stretch: ``asinh(x / scale)``."""
     flux_features: bool = False
     """Append each patch's (asinh) mean and log std to its token so absolute flux survives."""
-    flux_scale: float = 0.0
-    """Survey-level flux unit of the flux features (e.g. the sky noise per pixel): when > 0
-    they are ``asinh(mean / flux_scale)`` and ``log1p(std / flux_scale)`` per band, numbers
-    of order 1 like the standardised pixels; 0 keeps raw ``asinh(mean)``, ``log(std)``."""
+    flux_scale: float | list[float] | str = 0.0
+    """Survey-level flux unit of the flux features (the sky noise per pixel): when > 0 they
+    are ``asinh(mean / flux_scale)`` and ``log1p(std / flux_scale)`` per band, numbers of
+    order 1 like the standardised pixels; 0 keeps raw ``asinh(mean)``, ``log(std)``. One
+    number for every band, a list of one per band, or ``auto``: the per-band sky noise that
+    ``prepare`` measured (``manifest.json``), resolved when training starts and saved as
+    numbers in the model's config, so a trained model keeps its units."""
     transpose_hw: bool = False
     """Swap H and W before patching (reproduces the reference's HF-dataset convention)."""
     # --- sequences (spectrum / timeseries / scalars)
@@ -151,8 +154,7 @@ class ModalityConfig:
                     f"modality {self.name!r}: {len(self.bands)} bands {self.bands} but "
                     f"n_channels={self.n_channels}"
                 )
-            if self.flux_scale < 0:
-                raise ConfigError(f"modality {self.name!r}: flux_scale must be >= 0, got {self.flux_scale}")
+            self._check_flux_scale()
             expected, _ = token_sizes(self)
             if self.input_size == 0:
                 self.input_size = expected
@@ -171,6 +173,24 @@ class ModalityConfig:
             raise ConfigError(f"modality {self.name!r}: input_size must be set for {self.kind}")
         if self.loss_weight < 0:
             raise ConfigError(f"modality {self.name!r}: loss_weight must be >= 0")
+
+    def _check_flux_scale(self) -> None:
+        scale = self.flux_scale
+        if scale == "auto":
+            return
+        values = scale if isinstance(scale, list) else [scale]
+        if isinstance(scale, str) or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in values
+        ):
+            raise ConfigError(
+                f"modality {self.name!r}: flux_scale must be 'auto', a number >= 0 or a list of one number "
+                f">= 0 per band, got {scale!r}"
+            )
+        if isinstance(scale, list) and (len(scale) != self.n_channels or not all(v > 0 for v in scale)):
+            raise ConfigError(
+                f"modality {self.name!r}: flux_scale lists {scale} but needs one positive number for each of "
+                f"the {self.n_channels} bands"
+            )
 
     def _check_scalars(self) -> None:
         n = len(self.scalar_names)

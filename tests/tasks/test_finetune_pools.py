@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from fake_records import records_for
+from fake_records import records_for, with_measured_units
 
 from astropt.config import POOLS, load_config
 from astropt.data.loader import Collator
@@ -28,7 +28,8 @@ HEAD_POOLS = [p for p in POOLS if p != "none"]
 
 
 def shrunk(name: str):
-    return load_config(CONFIGS / f"{name}.yaml", SHRINK).model
+    config = load_config(CONFIGS / f"{name}.yaml", SHRINK).model
+    return with_measured_units(config, records_for(config, 4))
 
 
 def write_survey(folder: Path, config, n: int) -> Path:

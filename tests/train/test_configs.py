@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from fake_records import records_for
+from fake_records import records_for, with_measured_units
 
 from astropt.config import load_config
 from astropt.data.loader import Collator
@@ -62,9 +62,11 @@ OFFLINE = [p for p in CONFIGS if not load_config(p).model.llm.model_name]
 def test_shipped_config_runs_forward_and_backward(path):
     """Real tensors, not the meta device: tokenise records, one loss, finite gradients."""
     cfg = _shrunk(path)
+    records = records_for(cfg.model, 2)
+    cfg.model = with_measured_units(cfg.model, records)
     torch.manual_seed(0)
     model = AstroPT(cfg.model)
-    batch, _ = Collator(cfg.model)(records_for(cfg.model, 2))
+    batch, _ = Collator(cfg.model)(records)
     hide = None
     if cfg.train.objective == "mae":
         hide = hide_masks(batch, [m.name for m in cfg.model.modalities], cfg.train.mask_ratio, [0])

@@ -15,8 +15,10 @@ from astropt.config import RunConfig, load_config
 from astropt.data.shards import ArraySpec, finalize, write_shard
 
 
-def make_shards(directory: Path, n: int = 64, size: int = 16, channels: int = 2, per_shard: int = 24, seed: int = 0) -> Path:
-    """``n`` smooth blob images (learnable structure) with a label, in several shards."""
+def make_shards(directory: Path, n: int = 64, size: int = 16, channels: int = 2, per_shard: int = 24, seed: int = 0,
+                unit: float = 1.0) -> Path:
+    """``n`` smooth blob images (learnable structure) with a label, in several shards; pixel
+    values in units of ``unit`` (``unit=1e-3``: the same survey in counts, 1000 per unit)."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[:size, :size]
     records = []
@@ -25,7 +27,7 @@ def make_shards(directory: Path, n: int = 64, size: int = 16, channels: int = 2,
         blob = np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * w**2))
         image = np.stack([blob * (1 + 0.5 * c) for c in range(channels)])
         image = image + 0.05 * rng.standard_normal(image.shape)
-        records.append({"id": f"obj{i:04d}", "image": image.astype(np.float32), "labels": {"width": w}})
+        records.append({"id": f"obj{i:04d}", "image": (image / unit).astype(np.float32), "labels": {"width": w}})
     arrays = {"image": ArraySpec([channels, size, size])}
     entries = [
         write_shard(directory, k, records[s : s + per_shard], arrays)

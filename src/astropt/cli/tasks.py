@@ -109,6 +109,9 @@ def _finetune(sub) -> None:
     p.add_argument("--patience", type=int, default=None, help=FUNCTION_DEFAULT)
     p.add_argument("--n-labels", type=int, default=None, help="cap on training labels")
     p.add_argument("--label-curve", action="store_true", help="metric vs 100/1k/10k labels")
+    p.add_argument("--val-in-budget", action="store_true", default=None,
+                   help="--n-labels / the curve's sizes count the validation labels too")
+    p.add_argument("--min-steps", type=int, default=None, help="at least this many optimizer steps (small label sets)")
     p.add_argument("--layer", type=int, default=None, help="block index (default: the model's)")
     p.add_argument("--pool", choices=[p for p in POOLS if p != "none"], default=None,
                    help="token pooling (default: the model's)")
@@ -121,7 +124,7 @@ def run_finetune(args) -> int:
     from astropt.tasks.finetune import finetune, label_efficiency
 
     kwargs = dict(full=args.full, **_given(args, "lora_rank", "epochs", "batch_size", "lr", "patience",
-                                           "layer", "pool", "device"))
+                                           "min_steps", "val_in_budget", "layer", "pool", "device"))
     if args.label_curve:
         _print(label_efficiency(args.model, args.data, args.target, args.out, **kwargs))
         return 0

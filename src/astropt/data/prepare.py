@@ -396,8 +396,9 @@ def format_info(summary: dict[str, Any]) -> str:
                 lines.append(f"{name:<24} {stats['type']:<8} " + " ".join(f"{v:>12.5g}" for v in values))
     band_names = summary["source"].get("config", {}).get("bands") or []
     for name, stats in summary["band_stats"].items():
-        lines += ["", f"{name + ' band':<24} {'mean':>12} {'std':>12}"]
+        lines += ["", f"{name + ' band':<24} {'mean':>12} {'std':>12} {'sky noise':>12}"]
         names = band_names if len(band_names) == len(stats["mean"]) else range(len(stats["mean"]))
-        for band, mean, std in zip(names, stats["mean"], stats["std"], strict=True):
-            lines.append(f"  {band!s:<22} {mean:>12.5g} {std:>12.5g}")
+        noise = stats.get("noise") or [float("nan")] * len(stats["mean"])
+        for band, mean, std, sigma in zip(names, stats["mean"], stats["std"], noise, strict=True):
+            lines.append(f"  {band!s:<22} {mean:>12.5g} {std:>12.5g} {sigma:>12.5g}")
     return "\n".join(lines)

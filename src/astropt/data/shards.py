@@ -2,8 +2,9 @@
 
 Layout of a prepared folder::
 
-    DIR/manifest.json          counts, array shapes/dtypes, labels, per-band statistics,
-                               source description, config hash
+    DIR/manifest.json          counts, array shapes/dtypes, labels, per-band statistics
+                               (mean, std, sky noise: astropt.data.noise), source
+                               description, config hash
     DIR/shards/part-00000.arrow
     DIR/shards/part-00001.arrow ...
 
@@ -37,6 +38,7 @@ import numpy as np
 import pyarrow as pa
 
 from astropt.atomic import atomic_path, atomic_write_text
+from astropt.data.noise import pooled_noise, sample_noise
 from astropt.errors import DataError  # noqa: F401  (re-exported)
 from astropt.fingerprint import digest, file_stamp
 
@@ -158,14 +160,17 @@ def records_to_table(records: list[dict[str, Any]], arrays: dict[str, ArraySpec]
 
 
 def band_sums(table: pa.Table, name: str, spec: ArraySpec) -> dict[str, list[float]]:
-    """Per-band count, sum and sum of squares of an image column (for the manifest)."""
+    """Per-band count, sum, sum of squares and sky noise of an image column (for the manifest)."""
     arr = fixed_column(table, name, spec).astype(np.float64)  # (n, C, H, W)
     axes = tuple(i for i in range(arr.ndim) if i != 1)
-    return {
+    stats = {
         "count": [float(arr.size // arr.shape[1])] * arr.shape[1],
         "sum": arr.sum(axis=axes).tolist(),
         "sumsq": np.square(arr).sum(axis=axes).tolist(),
     }
+    if min(arr.shape[2:]) >= 8:  # stamps big enough to have a sky border
+        stats["noise"] = sample_noise(arr)
+    return stats
 
 
 def write_shard(
@@ -224,6 +229,8 @@ def finalize(
         mean = total / count
         std = np.sqrt(np.maximum(sumsq / count - mean**2, 0.0))
         band_stats[name] = {"mean": mean.tolist(), "std": std.tolist()}
+        if all("noise" in e["stats"][name] for e in entries):  # shards of older versions have none
+            band_stats[name]["noise"] = pooled_noise([e["stats"][name]["noise"] for e in entries])
     manifest = Manifest(
         n_objects=int(sum(e["rows"] for e in entries)),
         arrays=arrays,

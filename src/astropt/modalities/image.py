@@ -168,7 +168,7 @@ class ImageModality:
             values = (patches - mean) / (std + NORM_EPS)
             stats.update(mean=mean, std=std)
         if cfg.flux_features:
-            values = torch.cat([values, self._flux_features(patches, c, cfg.flux_scale)], dim=-1)
+            values = torch.cat([values, self._flux_features(patches, c, self._flux_unit())], dim=-1)
         positions = torch.arange(values.shape[1], device=x.device).expand(b, -1)
         if single:
             values, positions = values[0], positions[0]
@@ -188,8 +188,18 @@ class ImageModality:
         ids = [str(r.get("id")) for r in records]
         return self.tokenize(torch.from_numpy(stack), what=f"images of {ids[:3]}{'...' if len(ids) > 3 else ''}", ids=ids)
 
+    def _flux_unit(self) -> float | torch.Tensor:
+        """``flux_scale`` as a number or a per-band ``(C,)`` tensor; ``auto`` must be resolved."""
+        scale = self.config.flux_scale
+        if scale == "auto":
+            raise TokenizationError(
+                f"modality {self.config.name!r}: flux_scale 'auto' is resolved from a prepared folder when "
+                "training starts (astropt.data.noise.resolve_flux_scales); a model's saved config holds numbers"
+            )
+        return torch.tensor(scale, dtype=torch.float32) if isinstance(scale, list) else float(scale)
+
     @staticmethod
-    def _flux_features(patches: torch.Tensor, channels: int, scale: float = 0.0) -> torch.Tensor:
+    def _flux_features(patches: torch.Tensor, channels: int, scale: float | torch.Tensor = 0.0) -> torch.Tensor:
         """Per-band location and scale of each raw patch: ``asinh(mean)`` and ``log(std)``.
 
         Per-patch standardisation removes absolute brightness and colour; these 2C numbers
@@ -199,9 +209,11 @@ class ImageModality:
         """
         per_band = patches.unflatten(-1, (-1, channels))  # (B, N, p*p, C)
         std, mean = torch.std_mean(per_band, dim=-2)
-        if scale > 0:
-            return torch.cat([torch.asinh(mean / scale), torch.log1p(std / scale)], dim=-1)
-        return torch.cat([torch.asinh(mean), torch.log(std + 1e-3)], dim=-1)
+        if isinstance(scale, torch.Tensor):  # one unit per band
+            scale = scale.to(mean.device)
+        elif scale <= 0:
+            return torch.cat([torch.asinh(mean), torch.log(std + 1e-3)], dim=-1)
+        return torch.cat([torch.asinh(mean / scale), torch.log1p(std / scale)], dim=-1)
 
     # ------------------------------------------------------------------ inverse
     def detokenize(self, tokens: Tokens | torch.Tensor, stats: dict | None = None) -> torch.Tensor:

@@ -22,6 +22,7 @@ import torch
 
 from astropt.config import ModalityConfig
 from astropt.data.loader import Collator, rows_to_records, to_device
+from astropt.data.noise import resolve_flux_scale
 from astropt.data.shards import MANIFEST, ShardSet
 from astropt.errors import DataError
 from astropt.model import AstroPT, load_pretrained
@@ -91,7 +92,17 @@ def used_modalities(model: AstroPT, data: ShardSet, names: list[str] | None = No
                     f"model modality {m.name!r} expects {m.image_size}x{m.image_size} images but "
                     f"data {where} has {h}x{w}"
                 )
-    return configs
+    return _untrained_units(configs, data, where)
+
+
+def _untrained_units(configs: list[ModalityConfig], data: ShardSet, where: Any) -> list[ModalityConfig]:
+    """Modalities whose ``flux_scale`` is still ``auto`` (a model that was never trained: training
+    saves the measured numbers) take the sky noise of ``data``; a trained model keeps its own."""
+    if not any(m.flux_scale == "auto" for m in configs):
+        return configs
+    log.warning("the model's flux_scale is 'auto' (it was never trained on a prepared folder): "
+                "its flux features take the sky noise measured in %s", where)
+    return [resolve_flux_scale(m, data.manifest.band_stats, str(where)) for m in configs]
 
 
 def iter_batches(

@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,15 +81,28 @@ def _targets(data: ShardSet, names: list[str]) -> tuple[Targets, np.ndarray]:
 
 
 def labelled_splits(
-    valid: np.ndarray, test_fraction: float, val_fraction: float, n_labels: int | None, seed: int
+    valid: np.ndarray, test_fraction: float, val_fraction: float, n_labels: int | None, seed: int,
+    val_in_budget: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Seeded train / validation / test split; ``n_labels`` caps the training set."""
+    """Seeded train / validation / test split; ``n_labels`` caps the training set.
+
+    With ``val_in_budget``, ``n_labels`` counts the validation labels too: the first
+    ``n_labels`` objects after the test set are split ``val_fraction`` / rest into validation
+    and training, so a study "with N labels" uses N labels in all. The test set is the same
+    for every ``n_labels`` and the labelled sets are nested.
+    """
     order = np.random.default_rng(seed).permutation(valid)
     n_test = max(1, int(round(test_fraction * len(order))))
-    n_val = max(1, int(round(val_fraction * len(order))))
-    test, val, train = order[:n_test], order[n_test : n_test + n_val], order[n_test + n_val :]
-    if n_labels is not None:
-        train = train[:n_labels]
+    test, rest = order[:n_test], order[n_test:]
+    if val_in_budget and n_labels is not None:
+        labelled = rest[:n_labels]
+        n_val = max(1, int(round(val_fraction * len(labelled))))
+        val, train = labelled[:n_val], labelled[n_val:]
+    else:
+        n_val = max(1, int(round(val_fraction * len(order))))
+        val, train = rest[:n_val], rest[n_val:]
+        if n_labels is not None:
+            train = train[:n_labels]
     if len(train) < 2:
         raise DataError(f"only {len(train)} training objects with labels; need more data")
     return train, val, test
@@ -173,6 +187,8 @@ def finetune(
     val_fraction: float = 0.15,
     test_fraction: float = 0.2,
     n_labels: int | None = None,
+    val_in_budget: bool = False,
+    min_steps: int = 0,
     layer: int | None = None,
     pool: str | None = None,
     seed: int = 0,
@@ -186,13 +202,18 @@ def finetune(
         full: train every weight instead of adapters.
         lr: learning rate (default 1e-3 for LoRA, 1e-4 for full finetuning).
         n_labels: use at most this many training labels (label-efficiency studies).
+        val_in_budget: ``n_labels`` includes the validation labels (see :func:`labelled_splits`).
+        min_steps: at least this many optimizer steps: a small training set runs more epochs
+            (and a proportionally longer ``patience``) than ``epochs``.
     """
     device = resolve_device(device)
     model = load_model(model, device)
     data = open_data(data) if not isinstance(data, ShardSet) else data
     configs = used_modalities(model, data)
     tgt, valid = _targets(data, targets)
-    train, val, test = labelled_splits(valid, test_fraction, val_fraction, n_labels, seed)
+    train, val, test = labelled_splits(valid, test_fraction, val_fraction, n_labels, seed, val_in_budget)
+    stretch = max(1, math.ceil(min_steps / (epochs * math.ceil(len(train) / batch_size))))
+    epochs, patience = epochs * stretch, patience * stretch
     if not tgt.classify:
         tgt.mean, tgt.std = tgt.values[train].mean(0), tgt.values[train].std(0) + 1e-12
         tgt.values = (tgt.values - tgt.mean) / tgt.std
@@ -223,7 +244,7 @@ def finetune(
     metrics = _metrics(tgt, _predict(net, data, configs, test, batch_size, device), test)
     result = {
         "targets": targets, "mode": "full" if full else f"lora-r{lora_rank}",
-        "n_train": int(len(train)), "n_val": int(len(val)), "n_test": int(len(test)),
+        "n_train": int(len(train)), "n_val": int(len(val)), "n_test": int(len(test)), "epochs_run": len(history),
         "metrics": metrics, "history": history,
         "trainable_parameters": int(sum(p.numel() for p in params)),
         "classes": tgt.classes,
@@ -255,14 +276,19 @@ def label_efficiency(
     sizes: tuple[int, ...] = (100, 1000, 10000),
     **kwargs: Any,
 ) -> dict[int, dict[str, Any]]:
-    """Finetune with 100, 1k, 10k ... labels (capped by the data) -> test metrics per size."""
+    """Finetune with 100, 1k, 10k ... labels (capped by the data) -> test metrics per size.
+
+    The curve is keyed by the labels used: training labels, plus the validation labels with
+    ``val_in_budget`` (a finetune keyword, as are the others of ``kwargs``).
+    """
     base = load_model(model, resolve_device(kwargs.get("device", "auto")))
     data = open_data(data) if not isinstance(data, ShardSet) else data
     curve: dict[int, dict[str, Any]] = {}
     for n in sizes:
         res = finetune(copy.deepcopy(base), data, targets, None, n_labels=n, **kwargs)
-        curve[res["n_train"]] = res["metrics"]
-        if res["n_train"] < n:
+        used = res["n_train"] + (res["n_val"] if kwargs.get("val_in_budget") else 0)
+        curve[used] = res["metrics"]
+        if used < n:
             break  # the data has no more labels; larger sizes would repeat this point
     if out is not None:
         _plot_curve(curve, Path(out))

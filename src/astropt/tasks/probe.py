@@ -111,6 +111,13 @@ def _estimator(kind: str, classify: bool, seed: int) -> Any:
     return make_pipeline(StandardScaler(), head)
 
 
+def fit_predict(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, model: str = "ridge",
+                seed: int = 0) -> np.ndarray:
+    """Fit the probe ``model`` of one regression label on a training set; predict a test set
+    (the train/test counterpart of :func:`probe_target`'s cross-validation)."""
+    return _estimator(model, False, seed).fit(x_train, y_train).predict(x_test)
+
+
 def probe_target(
     x: np.ndarray,
     y: np.ndarray,

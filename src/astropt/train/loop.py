@@ -10,6 +10,7 @@ uninterrupted run (bitwise in fp32 on the CPU).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import shutil
 import time
@@ -25,7 +26,8 @@ from tqdm.auto import tqdm
 
 from astropt.config import RunConfig, save_config, to_dict
 from astropt.data.loader import Collator, ResumableLoader, ShardDataset, to_device
-from astropt.data.shards import MANIFEST
+from astropt.data.noise import resolve_flux_scales
+from astropt.data.shards import MANIFEST, Manifest
 from astropt.errors import ConfigError, DataError, TrainingError
 from astropt.locks import output_lock
 from astropt.model.astropt import AstroPT
@@ -384,8 +386,16 @@ def train(cfg: RunConfig, resume: bool = False, overwrite: bool = False) -> Path
     return run_dir
 
 
+def resolve_data_units(cfg: RunConfig, data_path: Path) -> RunConfig:
+    """``cfg`` with ``flux_scale: auto`` replaced by the sky noise measured in ``data_path``'s
+    manifest: the numbers are what ``config.yaml`` and the exported model record."""
+    model = resolve_flux_scales(cfg.model, Manifest.read(data_path).band_stats, str(data_path))
+    return cfg if model is cfg.model else dataclasses.replace(cfg, model=model)
+
+
 def _train(cfg: RunConfig, info: dist_utils.DistInfo, run_dir: Path, resume: bool, overwrite: bool) -> None:
     try:
+        cfg = resolve_data_units(cfg, ensure_data(cfg, info))
         if info.is_main:
             prepare_run_dir(run_dir, resume, overwrite)
             save_config(cfg, run_dir / "config.yaml")
