@@ -167,7 +167,9 @@ def section_configs(b: Bench) -> dict:
     sequence length, ``dtype: auto`` and the default mixed precision), ours only; the 20m
     config at ``grad_accum 1`` (its 10 micro-batches per step would take minutes each)."""
     out = {}
-    for name, dtypes, overrides in (("tiny-cpu", ("auto", "float32", "bfloat16"), []),
+    # The batches are random tokens of the tokeniser's width, so flux_scale (auto: measured
+    # from prepared shards) only needs a number here.
+    for name, dtypes, overrides in (("tiny-cpu", ("auto", "float32", "bfloat16"), ["model.modalities.0.flux_scale=0.002"]),
                                     ("astropt-20m", ("auto", "float32"), ["train.grad_accum=1"])):
         for dtype in dtypes:
             spec = {"bench": "train", "config": name, "overrides": overrides, "dtype": dtype,
@@ -189,6 +191,8 @@ LEVERS = {  # one change each from today's bf16 step (per-op autocast), 24M harn
     "cast_once+jemalloc": {"mixed_precision": "cast_once", "allocator": "jemalloc"},
     "cast_once+tcmalloc": {"mixed_precision": "cast_once", "allocator": "tcmalloc"},
     "cast_once, OMP_WAIT_POLICY=PASSIVE": {"mixed_precision": "cast_once", "env": {"OMP_WAIT_POLICY": "PASSIVE"}},
+    "all: cast_once+compile+tcmalloc": {"mixed_precision": "cast_once", "compile": True, "allocator": "tcmalloc"},
+    "all, batch 32": {"mixed_precision": "cast_once", "compile": True, "allocator": "tcmalloc", "batch": 32},
 }
 
 

@@ -31,7 +31,7 @@ from astropt.data.shards import MANIFEST, Manifest
 from astropt.errors import ConfigError, DataError, TrainingError
 from astropt.locks import output_lock
 from astropt.model.astropt import AstroPT
-from astropt.runtime import autocast, resolve_dtype
+from astropt.runtime import allocator_hint, autocast, resolve_dtype
 from astropt.train import checkpoint as ckpt
 from astropt.train import distributed as dist_utils
 from astropt.train.export import export_weights
@@ -193,6 +193,9 @@ def build(cfg: RunConfig, info: dist_utils.DistInfo, run_dir: Path) -> Component
     tokens_per_step = d.batch_size * t.grad_accum * w * cfg.model.sequence_length
     peak = t.peak_tflops * 1e12 if t.peak_tflops > 0 else measure_peak_flops(e.dtype, info.device)
     logger = MetricsLogger(run_dir, cfg, enabled=info.is_main)
+    hint = allocator_hint() if info.device.type == "cpu" and info.is_main else None
+    if hint:
+        log.info(hint)
     log.info(
         "model %.2fM parameters; global batch %d x %d x %d = %d tokens/step; dtype %s (%s); peak %.2f TFLOP/s",
         n_params / 1e6, d.batch_size, t.grad_accum, w, tokens_per_step, e.dtype, e.precision, peak / 1e12,
