@@ -15,18 +15,20 @@ from astropt.train import loop
 
 
 @pytest.mark.parametrize("native_bf16", [True, False])
-def test_embed_on_a_cuda_less_host_picks_the_training_dtype(native_bf16, monkeypatch, tmp_path):
+@pytest.mark.parametrize("width", [16, runtime.BF16_CPU_MIN_WIDTH])
+def test_embed_on_a_cuda_less_host_picks_the_training_dtype(native_bf16, width, monkeypatch, tmp_path):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(runtime, "cpu_supports_bf16", lambda: native_bf16)
-    config = ModelConfig(n_layer=2, n_head=2, n_embd=16, block_size=16,
+    config = ModelConfig(n_layer=2, n_head=2, n_embd=width, block_size=16,
                          modalities=[ModalityConfig(image_size=8, patch_size=4, n_channels=2)])
     records = records_for(config, 4)
     arrays = {"image": ArraySpec([2, 8, 8])}
     finalize(tmp_path / "d", [write_shard(tmp_path / "d", 0, records, arrays)], arrays, {"redshift": "float64"})
     out = embed(AstroPT(config), tmp_path / "d", tmp_path / "e.parquet", dtype="auto", progress=False)
-    trained = loop.resolve_dtype("auto", runtime.resolve_device("auto"))
+    trained = loop.resolve_dtype("auto", runtime.resolve_device("auto"), config.n_embd)
     assert load_embeddings(out).meta["dtype"] == str(trained).removeprefix("torch.")
-    assert trained == (torch.bfloat16 if native_bf16 else torch.float32)
+    wide = width >= runtime.BF16_CPU_MIN_WIDTH  # narrow models stay fp32 on a CPU
+    assert trained == (torch.bfloat16 if native_bf16 and wide else torch.float32)
 
 
 @pytest.mark.parametrize("bf16", [True, False])
