@@ -1,12 +1,14 @@
 """Survey-scale embedding: objects/s at 1 and 2 processes, memory per rank, disk per object,
 and what that means for 10^9 objects.
 
-``python -m benchmarks.embed_scale [--n 1024] [--models tiny-cpu,24M,95M] [--procs 1,2]``
+``python -m benchmarks.embed_scale [--n 4096] [--models tiny-cpu,24M,95M] [--procs 1,2]``
 
 Each run is the user's command, ``[torchrun --nproc_per_node=P] astropt embed MODEL DATA
 --out DIR`` (a partitioned output), on the built-in synthetic survey (64x64 griz, 8x8
 patches: 64 tokens), with a randomly initialised model of each size (throughput does not
-depend on the weights). Peak RSS is sampled per rank process. Results go to
+depend on the weights). Throughput is marginal: a run on 64 objects measures the start-up
+(imports, process group, model loading), which a survey pays once. Peak RSS is sampled per
+rank process. Results go to
 ``benchmarks/out/embed_scale.json`` and a Markdown table on stdout; the extrapolation
 states its assumptions next to its figures.
 """
