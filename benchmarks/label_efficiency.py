@@ -38,17 +38,16 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from astropt.atomic import atomic_write_text
 from astropt.data.shards import ShardSet
 from astropt.data.synthetic import synthesize
-from astropt.model import AstroPT, load_pretrained
+from astropt.model import load_pretrained
 from astropt.tasks import baselines
-from astropt.tasks.common import is_redshift, model_batches, used_modalities
+from astropt.tasks.common import is_redshift
 from astropt.tasks.finetune import label_efficiency, labelled_splits
 from astropt.tasks.probe import fit_predict, regression_metrics
-from benchmarks.science import HERE, Budget, pretrain, run_config
+from benchmarks.science import HERE, Budget, default_embeddings, pretrain, run_config
 
 log = logging.getLogger("label_efficiency")
 TARGETS = ["redshift", "log_stellar_mass"]
@@ -84,15 +83,6 @@ class Setup:
     def full(cls) -> Setup:
         return cls(n_pretrain=4000, pretrain_steps=2000, batch=32, n=10000, epochs=20, min_steps=200,
                    cnn_epochs=20, cnn_min_steps=2000)
-
-
-def default_embeddings(model: AstroPT, data: ShardSet, indices: np.ndarray, batch_size: int = 128) -> np.ndarray:
-    """The model's default embedding (its layer and pooling) of ``indices``."""
-    configs = used_modalities(model, data)
-    model.eval()
-    with torch.no_grad():
-        return np.concatenate([model.embed(batch)[configs[0].name].float().numpy()
-                               for _, _, batch in model_batches(data, indices, batch_size, configs)])
 
 
 def scores(y: np.ndarray, pred: np.ndarray) -> dict[str, dict[str, float]]:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from science import Budget, pretrain, r2_table
+from science import Budget, default_embeddings, pretrain, r2_table
 
 from astropt.atomic import atomic_write_text
 from astropt.config import RunConfig, load_config
@@ -33,7 +33,7 @@ from astropt.data.loader import split_indices
 from astropt.data.shards import ArraySpec, ShardSet, finalize, write_shard
 from astropt.modalities import Codebook
 from astropt.model import AstroPT, load_pretrained
-from astropt.tasks.common import iter_batches, tokenize_rows, used_modalities
+from astropt.tasks.common import model_batches
 from astropt.tasks.demo import DEMO_LABELS
 
 HERE = Path(__file__).resolve().parent
@@ -54,8 +54,7 @@ def seconds_per_step(cfg: RunConfig, data: ShardSet, idx: np.ndarray, repeats: i
     """Measured forward + backward + AdamW step time of a fresh model on one batch."""
     model = AstroPT(cfg.model)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
-    _, rows = next(iter_batches(data, idx[: cfg.data.batch_size], cfg.data.batch_size))
-    batch, _ = tokenize_rows(rows, cfg.model.modalities)
+    _, _, batch = next(model_batches(data, idx[: cfg.data.batch_size], cfg.data.batch_size, cfg.model.modalities))
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -70,12 +69,12 @@ def seconds_per_step(cfg: RunConfig, data: ShardSet, idx: np.ndarray, repeats: i
 def codebook_survey(data: ShardSet, image_cfg, train_idx: np.ndarray, out: Path, k: int) -> Path:
     """The survey with each image as the k-means codes of its patch tokens (fit on train)."""
     chunks = []
-    for _, rows in iter_batches(data, train_idx[:400], 100):
-        chunks.append(tokenize_rows(rows, [image_cfg])[0][image_cfg.name])
+    for _, _, batch in model_batches(data, train_idx[:400], 100, [image_cfg]):
+        chunks.append(batch[image_cfg.name])
     book = Codebook.fit(torch.cat(chunks), k=k, seed=0)
     records = []
-    for _, rows in iter_batches(data, np.arange(len(data.ids)), 200):
-        codes = book.encode(tokenize_rows(rows, [image_cfg])[0][image_cfg.name]).numpy()
+    for _, rows, batch in model_batches(data, np.arange(len(data.ids)), 200, [image_cfg]):
+        codes = book.encode(batch[image_cfg.name]).numpy()
         for i, c in enumerate(codes):
             labels = {t: float(rows[t][i]) for t in DEMO_LABELS}
             records.append({"id": rows["id"][i], "discrete": c.astype(np.float32), "labels": labels})
@@ -83,14 +82,6 @@ def codebook_survey(data: ShardSet, image_cfg, train_idx: np.ndarray, out: Path,
     entries = [write_shard(out, j, records[s : s + 1000], arrays) for j, s in enumerate(range(0, len(records), 1000))]
     finalize(out, entries, arrays, {t: "float64" for t in DEMO_LABELS})
     return out
-
-
-def default_embedding(model: AstroPT, data: ShardSet, held: np.ndarray) -> np.ndarray:
-    configs = used_modalities(model, data)
-    model.eval()
-    parts = [model.embed(tokenize_rows(rows, configs)[0])[configs[0].name].float().numpy()
-             for _, rows in iter_batches(data, held, 128)]
-    return np.concatenate(parts)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -131,7 +122,7 @@ def main(argv: list[str] | None = None) -> dict:
         tag = name.replace(", ", "-").replace(" ", "_")
         final, seconds = pretrain(config(out, tag, path, budget, steps, extra))
         model = load_pretrained(final)
-        r2 = r2_table({"default": default_embedding(model, shards, held)}, labels, targets, budget.folds)["default"]
+        r2 = r2_table({"default": default_embeddings(model, shards, held)}, labels, targets, budget.folds)["default"]
         results["models"][name] = {"steps": steps, "seconds_per_step": round(per_step, 4),
                                    "train_seconds": round(seconds, 1), "n_params": model.num_params(),
                                    "trainable": model.num_params(trainable_only=True), "r2": r2}

@@ -141,6 +141,15 @@ def pretrain(cfg: RunConfig) -> tuple[Path, float]:
     return final, seconds
 
 
+def default_embeddings(model: AstroPT, data: ShardSet, indices: np.ndarray, batch_size: int = 128) -> np.ndarray:
+    """The model's default embedding (its layer and pooling) of ``indices``."""
+    configs = used_modalities(model, data)
+    model.eval()
+    with torch.no_grad():
+        return np.concatenate([model.embed(batch)[configs[0].name].float().numpy()
+                               for _, _, batch in model_batches(data, indices, batch_size, configs)])
+
+
 def pooled_features(model: AstroPT, data: ShardSet, held: np.ndarray, batch_size: int = 128) -> dict[str, np.ndarray]:
     """The model's default embedding plus pooling/layer variants, from one pass per batch.
 
