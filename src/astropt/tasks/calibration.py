@@ -84,13 +84,24 @@ def fit_calibrated(
     for inner_train, inner_test in KFold(folds, shuffle=True, random_state=seed).split(x_train):
         est = clone(make_estimator()).fit(x_train[inner_train], y_train[inner_train])
         resid[inner_test] = y_train[inner_test] - est.predict(x_train[inner_test])
-    target = np.log(resid**2 + 1e-12 + 1e-6 * np.var(y_train))
-    spread = make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(-1, 5, 13))).fit(x_train, target)
-    scale_train = np.exp(spread.predict(x_train) / 2)
-    shape = np.sort(resid / scale_train)
+    return calibrate_residuals(resid, x_train, x_test, mu_test, floor=1e-6 * np.var(y_train))
+
+
+def calibrate_residuals(
+    resid: np.ndarray, x_fit: np.ndarray, x_new: np.ndarray, mu_new: np.ndarray, floor: float | None = None
+) -> Calibrated:
+    """Calibrated predictive distributions for new objects (features ``x_new``, mean
+    predictions ``mu_new``) from the residuals ``resid`` of objects (features ``x_fit``) the
+    mean model was not fitted to: steps 2 and 3 of the module's method. ``floor`` (default
+    ``1e-6`` of the residual variance) keeps ``log r²`` finite."""
+    floor = 1e-6 * np.var(resid) if floor is None else floor
+    target = np.log(resid**2 + 1e-12 + floor)
+    spread = make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(-1, 5, 13))).fit(x_fit, target)
+    scale_fit = np.exp(spread.predict(x_fit) / 2)
+    shape = np.sort(resid / scale_fit)
     if len(shape) > _MAX_SHAPE:  # evenly spaced order statistics keep the distribution
         shape = shape[np.linspace(0, len(shape) - 1, _MAX_SHAPE).round().astype(int)]
-    return Calibrated(np.asarray(mu_test, float), np.exp(spread.predict(x_test) / 2), shape)
+    return Calibrated(np.asarray(mu_new, float), np.exp(spread.predict(x_new) / 2), shape)
 
 
 def calibration_metrics(folds: list[tuple[np.ndarray, Calibrated]]) -> dict[str, Any]:

@@ -4,8 +4,17 @@ Objects with labels are split (by a seeded permutation) into train / validation 
 Regression targets are standardised with the training statistics and fitted jointly (MSE);
 one class label is fitted with cross-entropy. Training stops early when the validation loss
 has not improved for ``patience`` epochs, and the best weights are kept. The test split gets
-the same metrics as ``probe``. Saved into ``out``: ``adapter/`` (peft) or ``model/`` (full),
-``head.safetensors`` and ``finetune.json``.
+the same metrics as ``probe``.
+
+Regression labels also get calibrated uncertainties (:mod:`astropt.tasks.calibration`):
+the residuals of the validation objects, which the weights were not fitted to, set the
+per-object scale (a ridge model on the predictions and their magnitude: errors may grow
+with the predicted value) and the conformal shape; the test objects judge them (coverage at 68/95%, PIT
+histogram and KS, CRPS). Validation sets under ``MIN_CALIBRATION`` objects get none.
+
+Saved into ``out``: ``adapter/`` (peft) or ``model/`` (full), ``head.safetensors``,
+``finetune.json`` and ``predictions.parquet`` (per test object: truth, prediction and,
+for regression, ``<label>_sigma``, the half-width of the 68% interval).
 """
 
 from __future__ import annotations
@@ -20,6 +29,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
@@ -32,6 +43,7 @@ from astropt.locks import writes_to
 from astropt.model import AstroPT, save_pretrained
 from astropt.model.heads import LORA_TARGETS, FinetuneModel, TaskHead
 from astropt.runtime import resolve_device
+from astropt.tasks.calibration import Calibrated, calibrate_residuals, calibration_metrics
 from astropt.tasks.common import (
     is_redshift,
     label_vector,
@@ -43,6 +55,8 @@ from astropt.tasks.common import (
 from astropt.tasks.probe import classification_metrics, is_categorical, regression_metrics
 
 log = logging.getLogger(__name__)
+
+MIN_CALIBRATION = 10  # validation objects needed to calibrate regression uncertainties
 
 
 @dataclass
@@ -172,6 +186,45 @@ def _metrics(targets: Targets, pred: np.ndarray, idx: np.ndarray) -> dict[str, d
     return {n: regression_metrics(y[:, k], p[:, k], is_redshift(n)) for k, n in enumerate(targets.names)}
 
 
+def _original(targets: Targets, standardised: np.ndarray) -> np.ndarray:
+    return standardised * targets.std + targets.mean
+
+
+def calibrate_on_validation(
+    targets: Targets, val: np.ndarray, pred_val: np.ndarray, pred_test: np.ndarray
+) -> dict[str, Calibrated]:
+    """Calibrated predictive distributions of the test objects per regression label, fitted
+    on the validation objects only (their truths and predictions; no test truth is given)."""
+    resid = _original(targets, targets.values[val]) - _original(targets, pred_val)
+    mu = _original(targets, pred_test)
+    f_val, f_test = _spread_features(pred_val), _spread_features(pred_test)
+    return {n: calibrate_residuals(resid[:, k], f_val, f_test, mu[:, k]) for k, n in enumerate(targets.names)}
+
+
+def _spread_features(pred: np.ndarray) -> np.ndarray:
+    """Features of the per-object scale: the standardised predictions and their magnitude
+    (errors that grow away from the training mean in either direction)."""
+    return np.hstack([pred, np.abs(pred)])
+
+
+def _predictions(ids: list[str], targets: Targets, pred: np.ndarray, test: np.ndarray,
+                 calibrated: dict[str, Calibrated]) -> dict[str, list]:
+    """Columns of ``predictions.parquet``: id, truth and prediction (and sigma) per label."""
+    columns: dict[str, list] = {"id": [ids[i] for i in test]}
+    if targets.classify:
+        classes = np.array(targets.classes)
+        name = targets.names[0]
+        columns[name] = classes[targets.values[test]].tolist()
+        columns[f"{name}_pred"] = classes[pred.argmax(1)].tolist()
+        return columns
+    y, p = _original(targets, targets.values[test]), _original(targets, pred)
+    for k, name in enumerate(targets.names):
+        columns[name], columns[f"{name}_pred"] = y[:, k].tolist(), p[:, k].tolist()
+        if name in calibrated:
+            columns[f"{name}_sigma"] = calibrated[name].sigma.tolist()
+    return columns
+
+
 @writes_to("out")
 def finetune(
     model: AstroPT | str | os.PathLike,
@@ -241,7 +294,17 @@ def finetune(
     if best_state is not None:
         net.load_state_dict(best_state, strict=False)
     net.eval()
-    metrics = _metrics(tgt, _predict(net, data, configs, test, batch_size, device), test)
+    pred_test = _predict(net, data, configs, test, batch_size, device)
+    metrics = _metrics(tgt, pred_test, test)
+    calibrated: dict[str, Calibrated] = {}
+    if not tgt.classify and len(val) >= MIN_CALIBRATION:
+        pred_val = _predict(net, data, configs, val, batch_size, device)
+        calibrated = calibrate_on_validation(tgt, val, pred_val, pred_test)
+        y_test = _original(tgt, tgt.values[test])
+        for k, name in enumerate(targets):
+            metrics[name].update(calibration_metrics([(y_test[:, k], calibrated[name])]))
+    elif not tgt.classify:
+        log.warning("only %d validation objects (under %d): no calibrated uncertainties", len(val), MIN_CALIBRATION)
     result = {
         "targets": targets, "mode": "full" if full else f"lora-r{lora_rank}",
         "n_train": int(len(train)), "n_val": int(len(val)), "n_test": int(len(test)), "epochs_run": len(history),
@@ -252,11 +315,11 @@ def finetune(
         "target_std": None if tgt.std is None else tgt.std.tolist(),
     }
     if out is not None:
-        _save(net, full, result, Path(out))
+        _save(net, full, result, Path(out), _predictions(data.ids, tgt, pred_test, test, calibrated))
     return result
 
 
-def _save(net: FinetuneModel, full: bool, result: dict[str, Any], out: Path) -> None:
+def _save(net: FinetuneModel, full: bool, result: dict[str, Any], out: Path, predictions: dict[str, list]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     if full:
         save_pretrained(net.astropt, out / "model")
@@ -266,6 +329,8 @@ def _save(net: FinetuneModel, full: bool, result: dict[str, Any], out: Path) -> 
     with atomic_path(out / "head.safetensors") as tmp:
         save_file(head, str(tmp))
     atomic_write_text(out / "finetune.json", json.dumps(result, indent=2))
+    with atomic_path(out / "predictions.parquet") as tmp:
+        pq.write_table(pa.table(predictions), str(tmp))
 
 
 def label_efficiency(
