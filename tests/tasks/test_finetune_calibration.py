@@ -75,3 +75,4 @@ def test_finetune_reports_calibration_fitted_on_validation_objects(model_dir, sh
     for name in ("redshift", "size"):
         sigma = np.array(table[f"{name}_sigma"])
         assert len(sigma) == n_test and np.all(np.isfinite(sigma)) and np.all(sigma > 0)
+    assert (tmp_path / "finetune_pit.png").stat().st_size > 0  # the calibration figure

@@ -331,6 +331,11 @@ def _save(net: FinetuneModel, full: bool, result: dict[str, Any], out: Path, pre
     atomic_write_text(out / "finetune.json", json.dumps(result, indent=2))
     with atomic_path(out / "predictions.parquet") as tmp:
         pq.write_table(pa.table(predictions), str(tmp))
+    pits = {t: m["pit_histogram"] for t, m in result["metrics"].items() if "pit_histogram" in m}
+    if pits:  # the probe's calibration figure, on the test objects
+        from astropt import viz
+
+        viz.pit_histograms(pits, out / "finetune_pit.png", result["metrics"])
 
 
 def label_efficiency(
