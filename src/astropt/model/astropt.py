@@ -450,7 +450,7 @@ class AstroPT(PretrainedMixin, nn.Module):
 
     def inference_copy(self, dtype: torch.dtype) -> AstroPT:
         """This model for inference in ``dtype``: itself for fp32, else an eval-mode copy with
-        its weights cast once to ``dtype`` (run it under :func:`astropt.runtime.autocast`,
+        its weights cast once to ``dtype`` (run it under ``astropt.runtime.autocast``,
         which then casts only the inputs). The caller's model is never changed."""
         if dtype == torch.float32 or self.config.backbone == "llm":
             return self
