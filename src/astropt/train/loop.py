@@ -411,5 +411,6 @@ def _train(cfg: RunConfig, info: dist_utils.DistInfo, run_dir: Path, resume: boo
             fit(c, start)
         export_final(c)
         c.logger.close()
+        dist_utils.barrier()  # no rank tears the group down while another still writes
     finally:
         dist_utils.teardown()
