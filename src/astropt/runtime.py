@@ -5,8 +5,8 @@ answers:
 
 - :func:`resolve_device`: ``auto`` -> this process's CUDA device when there is one, else the CPU.
 - :func:`resolve_dtype`: ``auto`` -> bf16 where the hardware computes it natively (a CUDA GPU
-  with bf16; a CPU with AVX512-BF16 or AMX, for models wide enough to gain), else fp32. Never fp16: its narrow range
-  (max 65504) overflows activations that bf16 and fp32 hold, training in fp16 needs a
+  with bf16; a CPU with AVX512-BF16 or AMX, for models wide enough to gain), else fp32.
+  Never fp16: its narrow range (max 65504) overflows activations that bf16 and fp32 hold, training in fp16 needs a
   gradient scaler, and an embedding should be computed at the precision the model was
   trained at. ``float16`` is therefore only used when asked for by name.
 - :func:`autocast`: the mixed-precision context of a dtype (a no-op for fp32).
@@ -71,8 +71,8 @@ def resolve_device(name: str | torch.device = "auto", local_rank: int = 0) -> to
 
 BF16_CPU_MIN_WIDTH = 192
 """``auto`` on a bf16 CPU picks fp32 for models narrower than this (``n_embd``): their matmuls
-are too small for the bf16 units to pay for the casts around them. Measured by the ``train``
-section of ``benchmarks.run`` (the ``width`` rows; benchmarks/RESULTS.md)."""
+are too small for the bf16 units to pay for the casts around them. Measured by the ``width``
+section of ``benchmarks.run`` (benchmarks/RESULTS.md: bf16 0.66x of fp32 at 96 wide, 1.21x at 192)."""
 
 
 def resolve_dtype(name: str, device: str | torch.device, width: int | None = None) -> torch.dtype:
@@ -100,7 +100,7 @@ def allocator_hint() -> str | None:
 
     glibc's allocator returns the step's large activation buffers to the kernel and faults
     them in again on the next step; tcmalloc keeps them. Measured on the 24M training step
-    (benchmarks/RESULTS.md): 1.1-1.3x faster. A library cannot switch allocators once the
+    (benchmarks/RESULTS.md): 1.19x on top of the cast-once bf16 step. A library cannot switch allocators once the
     process runs, so it is the user's choice, at launch.
     """
     if "tcmalloc" in os.environ.get("LD_PRELOAD", "") or "jemalloc" in os.environ.get("LD_PRELOAD", ""):
