@@ -6,9 +6,9 @@ answers:
 - :func:`resolve_device`: ``auto`` -> this process's CUDA device when there is one, else the CPU.
 - :func:`resolve_dtype`: ``auto`` -> bf16 where the hardware computes it natively (a CUDA GPU
   with bf16; a CPU with AVX512-BF16 or AMX, for models wide enough to gain), else fp32.
-  Never fp16: its narrow range (max 65504) overflows activations that bf16 and fp32 hold, training in fp16 needs a
-  gradient scaler, and an embedding should be computed at the precision the model was
-  trained at. ``float16`` is therefore only used when asked for by name.
+  Never fp16: its narrow range (max 65504) overflows activations that bf16 and fp32 hold,
+  training in fp16 needs a gradient scaler, and an embedding should be computed at the
+  precision the model was trained at. ``float16`` is therefore only used when asked for by name.
 - :func:`autocast`: the mixed-precision context of a dtype (a no-op for fp32).
 - :func:`setup` / :func:`teardown`: under ``torchrun`` (``RANK``/``WORLD_SIZE``/``LOCAL_RANK``
   in the environment) the process group is initialised with NCCL on GPUs and Gloo on CPUs.
