@@ -106,9 +106,12 @@ def prepare_train(spec: dict) -> tuple[Callable[[], None], contextlib.AbstractCo
         t = cfg.train
         engine.optimizer = torch.optim.AdamW(param_groups(engine.parallel, t.weight_decay), lr=t.lr,
                                              betas=(t.beta1, t.beta2), foreach=True)
-    c = loop.Components(cfg, DistInfo(device=device), Path("."), engine.model, engine.core, engine.parallel,
-                        engine.wrapped, engine.optimizer, engine.scaler, engine.dtype, None, None, None,
-                        0, 0.0, 0.0, engine.compute)
+    # What train_step reads of a run; no data loaders, logger or run folder are needed.
+    c = loop.Components(cfg=cfg, info=DistInfo(device=device), run_dir=Path("."), model=engine.model,
+                        core=engine.core, parallel=engine.parallel, wrapped=engine.wrapped,
+                        optimizer=engine.optimizer, scaler=engine.scaler, dtype=engine.dtype,
+                        train_loader=None, val_loader=None, logger=None, tokens_per_step=0,
+                        flops_per_step=0.0, peak_flops=0.0, compute=engine.compute)
     engine.wrapped.train()
     dim = cfg.model.modalities[0].input_size  # a patch, plus its flux features where the config has them
     batch = {k: v.to(device) for k, v in make_batch(shape, shape.batch, shape.n_tokens, dim=dim).items()}
