@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gc
 import logging
 import shutil
 import time
@@ -398,19 +399,26 @@ def resolve_data_units(cfg: RunConfig, data_path: Path) -> RunConfig:
 
 def _train(cfg: RunConfig, info: dist_utils.DistInfo, run_dir: Path, resume: bool, overwrite: bool) -> None:
     try:
-        cfg = resolve_data_units(cfg, ensure_data(cfg, info))
-        if info.is_main:
-            prepare_run_dir(run_dir, resume, overwrite)
-            save_config(cfg, run_dir / "config.yaml")
-        dist_utils.barrier()
-        c = build(cfg, info, run_dir)
-        start = restore(c) if resume else 0
-        if info.is_main:
-            truncate_metrics(run_dir, start)
-        if start < cfg.train.max_steps:
-            fit(c, start)
-        export_final(c)
-        c.logger.close()
-        dist_utils.barrier()  # no rank tears the group down while another still writes
+        _run(cfg, info, run_dir, resume, overwrite)
     finally:
+        # The run's modules are freed while the process group still exists: FSDP state that
+        # outlived the group (freed at interpreter exit) aborted a rank at exit.
+        gc.collect()
         dist_utils.teardown()
+
+
+def _run(cfg: RunConfig, info: dist_utils.DistInfo, run_dir: Path, resume: bool, overwrite: bool) -> None:
+    cfg = resolve_data_units(cfg, ensure_data(cfg, info))
+    if info.is_main:
+        prepare_run_dir(run_dir, resume, overwrite)
+        save_config(cfg, run_dir / "config.yaml")
+    dist_utils.barrier()
+    c = build(cfg, info, run_dir)
+    start = restore(c) if resume else 0
+    if info.is_main:
+        truncate_metrics(run_dir, start)
+    if start < cfg.train.max_steps:
+        fit(c, start)
+    export_final(c)
+    c.logger.close()
+    dist_utils.barrier()  # no rank tears the group down while another still writes
