@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import sys
 import time
+from pathlib import Path
 
 import datasets
 import numpy as np
@@ -12,6 +14,9 @@ from PIL import Image
 from astropt.data.prepare import prepare
 from astropt.data.shards import DataError, ShardSet
 from astropt.data.sources import SourceConfig, open_source
+
+sys.path.insert(0, str(Path(__file__).parent.parent / "model"))
+from hubfake import make_cache  # noqa: E402
 
 rng = np.random.default_rng(5)
 
@@ -68,6 +73,32 @@ def test_offline_hub_id_fails_fast_with_a_clear_message(monkeypatch):
     with pytest.raises(DataError, match="offline"):
         open_source(SourceConfig(path="Smith42/galaxies"))
     assert time.perf_counter() - start < 5
+
+
+def test_offline_hub_id_streams_from_the_local_cache(monkeypatch, tmp_path):
+    """A hub dataset downloaded once (laid out in the cache as huggingface_hub lays it) is
+    read offline by its id, split by the names of its files, without any network."""
+    from huggingface_hub import constants
+
+    ds, pixels = make_dataset(6)
+    ds.select(range(4)).to_parquet(str(tmp_path / "a.parquet"))
+    ds.select(range(4, 6)).to_parquet(str(tmp_path / "b.parquet"))
+    ds.select([0]).to_parquet(str(tmp_path / "c.parquet"))
+    files = {"data/train-00000-of-00002.parquet": tmp_path / "a.parquet",
+             "data/train-00001-of-00002.parquet": tmp_path / "b.parquet",
+             "data/test-00000-of-00001.parquet": tmp_path / "c.parquet"}
+    make_cache(tmp_path / "hub", "org/survey", files, repo_type="dataset")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    source = open_source(SourceConfig(path="org/survey", id_column="dr8_id", streaming=True))
+    got = [record for _, record in source.results()]
+    assert [r["id"] for r in got] == [f"d{i}" for i in range(6)]
+    np.testing.assert_array_equal(got[5]["image"], pixels[5].transpose(2, 0, 1))
+    test = open_source(SourceConfig(path="org/survey", id_column="dr8_id", split="test", streaming=True))
+    assert [r["id"] for _, r in test.results()] == ["d0"]
+    with pytest.raises(DataError, match="org/other.*not in the local Hugging Face cache"):
+        open_source(SourceConfig(path="org/other", streaming=True))
 
 
 def test_streamed_dataset_gives_the_same_shards_and_resumes(tmp_path):

@@ -19,9 +19,10 @@ COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
 
 def make_cache(cache: Path, repo_id: str, files: dict[str, Path | bytes], commit: str = COMMIT,
-               refs: tuple[str, ...] = ("main",)) -> Path:
-    """Put ``files`` (path in repo -> source file or bytes) into a hub cache at ``cache``."""
-    repo = cache / ("models--" + repo_id.replace("/", "--"))
+               refs: tuple[str, ...] = ("main",), repo_type: str = "model") -> Path:
+    """Put ``files`` (path in repo -> source file or bytes) into a hub cache at ``cache``
+    (``repo_type``: ``model`` or ``dataset``)."""
+    repo = cache / (f"{repo_type}s--" + repo_id.replace("/", "--"))
     snapshot = repo / "snapshots" / commit
     for name, src in files.items():
         target = snapshot / name

@@ -4,6 +4,8 @@ its saved stream position with nothing duplicated or missing; 2 Gloo processes =
 
 import json
 import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,7 +14,12 @@ from test_embed_distributed import ENV, _kill_after_first_parts, torchrun
 
 from astropt.errors import DataError
 from astropt.tasks import embed as embed_module
+from astropt.tasks.common import load_model
 from astropt.tasks.embed import embed, load_embeddings
+from astropt.tasks.embed_stream import open_stream
+
+sys.path.insert(0, str(Path(__file__).parent.parent / "model"))
+from hubfake import make_cache  # noqa: E402
 
 KW = dict(part_size=4, batch_size=4, dtype="float32", device="cpu", progress=False)
 
@@ -82,6 +89,41 @@ def test_a_folder_of_files_streams_in_place(model_dir, tmp_path):
     assert not (tmp_path / "streamed.data").exists()
     assert streamed.ids == prepared.ids and len(streamed.ids) == 20
     np.testing.assert_array_equal(streamed.matrix(), prepared.matrix())
+
+
+def test_hub_id_streams_offline_from_the_cache(model_dir, parquet_dir, tmp_path, monkeypatch):
+    """`astropt embed --stream org/name` with HF_HUB_OFFLINE=1 reads the dataset's cached
+    snapshot: the same rows as the local files."""
+    from huggingface_hub import constants
+
+    files = {f"data/{p.name}": p for p in sorted(parquet_dir.glob("*.parquet"))}
+    make_cache(tmp_path / "hub", "org/survey", files, repo_type="dataset")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    local = embed(model_dir, parquet_dir, tmp_path / "local", stream=True, **KW)
+    hub = embed(model_dir, "org/survey", tmp_path / "hub-id", stream=True, **KW)
+    assert load_embeddings(hub).ids == load_embeddings(local).ids
+    assert_same_rows(local, hub)
+
+
+def test_a_save_to_disk_folder_streams_in_whole_shards_per_rank(model_dir, tmp_path):
+    """A save_to_disk folder is cut into a multiple of the world size of shards, so each
+    rank reads only its own rows (not every row, keeping one in W)."""
+    import datasets
+    from datasets.distributed import split_dataset_by_node
+
+    records = make_records(30)
+    columns = {"id": [r["id"] for r in records], "image": [r["image"] for r in records]}
+    datasets.Dataset.from_dict(columns).save_to_disk(str(tmp_path / "hf"))
+    model = load_model(model_dir, "cpu")
+    for world, span in ((2, 4), (3, 100)):
+        stream = open_stream(model, tmp_path / "hf", span=span, world=world)
+        assert stream.dataset.num_shards > 1 and stream.dataset.num_shards % world == 0
+        ids = [[row["id"] for row in split_dataset_by_node(stream.dataset, rank=r, world_size=world)]
+               for r in range(world)]
+        assert sorted(sum(ids, [])) == sorted(columns["id"])  # disjoint, nothing missing
+    assert open_stream(model, tmp_path / "hf", span=4, world=1).dataset.num_shards == 8
 
 
 def test_stream_limit_and_world_size_check(model_dir, parquet_dir, tmp_path):

@@ -4,8 +4,10 @@ never prepared (copied) on disk.
 The stream is a Hugging Face ``IterableDataset``: the dataset itself for a Hugging Face
 source (hub id, Parquet files, ``save_to_disk`` folder: ``datasets`` streaming), or the
 object indices of any other source (a folder of FITS/JPEG/NPY files, a catalogue, an HDF5
-file), each rank reading the files of its own objects. Rank ``r`` of ``W`` reads its split of the stream (``datasets.distributed.split_dataset_by_node``:
-whole files per rank when their number divides by ``W``, else every ``W``-th example), cuts it
+file), each rank reading the files of its own objects. Rank ``r`` of ``W`` reads its split of
+the stream (``datasets.distributed.split_dataset_by_node``: whole shards per rank when their
+number divides by ``W``, as it does for a local dataset or a non-Hugging Face source, which are
+cut into a multiple of ``W`` shards; else every ``W``-th example), cuts it
 into parts of ``part_size`` objects and writes its ``k``-th part as part number ``k * W + r``
 (the manifest lists the parts by number). After each part the rank's position in its split
 (the dataset's ``state_dict()`` and the count of examples consumed) is saved atomically in
@@ -93,19 +95,34 @@ class Stream:
     has_ids: bool
 
 
-def open_stream(model: AstroPT, data: str | os.PathLike, limit: int = 0, span: int = 4096) -> Stream:
+def shard_count(n: int, span: int, world: int) -> int:
+    """Shards of a stream of ``n`` objects read by ``world`` ranks: a multiple of ``world``
+    (whole shards per rank) of about ``span`` objects each, at most one per object."""
+    count = max(1, -(-n // (span * world))) * world
+    return count if count <= n else max(1, n)
+
+
+def open_stream(model: AstroPT, data: str | os.PathLike, limit: int = 0, span: int = 4096,
+                world: int = 1) -> Stream:
     """The source at ``data``, read as ``model`` expects it, as a stream (see module
-    docstring); the objects of a random-access source are streamed in ``span``-sized shards."""
+    docstring). A source that can be read at random (a local dataset or any non-Hugging Face
+    source) is cut into :func:`shard_count` shards, so each of the ``world`` ranks reads only
+    its own objects; a hub or Parquet stream is split by its files."""
     import datasets
 
     cfg = replace(source_config_for(model, data, limit=limit), streaming=True)
     if detect_kind(cfg) == "hf":
         source = HFSource(replace(cfg, kind="hf"))
-        dataset = source.dataset.take(limit) if limit else source.dataset
+        if source.table is not None:  # a save_to_disk folder: cut it into shards
+            table = source.table.select(range(min(limit, len(source.table)))) if limit else source.table
+            dataset = table.to_iterable_dataset(num_shards=shard_count(len(table), span, world))
+        else:
+            dataset = source.dataset.take(limit) if limit else source.dataset
         return Stream(source, dataset, source.records, source.id_name is not None)
     source = open_source(cfg)
     n = len(source)  # config.limit applied
-    spans = [(start, min(start + span, n)) for start in range(0, n, span)]
+    bounds = np.linspace(0, n, shard_count(n, span, world) + 1).round().astype(int).tolist()
+    spans = list(itertools.pairwise(bounds))
     features = datasets.Features({"index": datasets.Value("int64")})
     dataset = datasets.IterableDataset.from_generator(_indices, features=features, gen_kwargs={"spans": spans})
     return Stream(source, dataset, functools.partial(_read_rows, source), True)
@@ -127,7 +144,7 @@ def embed_stream(model: AstroPT | str | os.PathLike, data: str | os.PathLike, ou
     """Embed the stream ``data`` into ``out`` (see module docstring); called by ``embed``."""
     named = None if isinstance(model, AstroPT) else str(model)
     model = load_model(model, device).to(device).eval()
-    stream = open_stream(model, data, job.limit, job.part_size)
+    stream = open_stream(model, data, job.limit, job.part_size, world)
     source = stream.source
     if world > 1 and not stream.has_ids:
         raise DataError(f"{data}: no id column {source.config.id_column!r}; a stream without ids can only be "

@@ -1,5 +1,6 @@
-"""Hugging Face ``datasets``: a local ``save_to_disk`` folder, Parquet file(s), or a hub id
-streamed when online. This is how users reach the public galaxy datasets.
+"""Hugging Face ``datasets``: a local ``save_to_disk`` folder, Parquet file(s), or a hub id,
+streamed from the hub, or offline (``HF_HUB_OFFLINE=1``) from the snapshot in the local
+Hugging Face cache. This is how users reach the public galaxy datasets.
 
 Columns map to record fields with ``source.columns`` (default: ``image`` -> ``image``); an
 image column may hold PIL images (the ``Image`` feature) or nested arrays. The reference
@@ -42,13 +43,24 @@ def _offline() -> bool:
     return any(f.strip().lower() in ("1", "true", "yes", "on") for f in flags)
 
 
+def _cached_snapshot(repo_id: str) -> Path:
+    """The folder of the cached snapshot of hub dataset ``repo_id`` (offline: nothing is
+    downloaded), or a DataError saying how to get it."""
+    from huggingface_hub import errors as hf
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(repo_id, repo_type="dataset", local_files_only=True))
+    except (hf.LocalEntryNotFoundError, hf.OfflineModeIsEnabled, FileNotFoundError):
+        raise DataError(
+            f"{repo_id}: not in the local Hugging Face cache and the hub is offline "
+            f"(HF_HUB_OFFLINE/HF_DATASETS_OFFLINE); download it once with network access "
+            f"(`hf download {repo_id} --repo-type dataset`) or pass a local folder"
+        ) from None
+
+
 def _check_hub(repo_id: str) -> None:
     """Fail fast (seconds, not a hang) when the hub cannot be reached or has no such dataset."""
-    if _offline():
-        raise DataError(
-            f"{repo_id!r} is not a local path and the Hugging Face hub is offline "
-            "(HF_HUB_OFFLINE/HF_DATASETS_OFFLINE); download it and pass the folder"
-        )
     from huggingface_hub import HfApi
 
     try:
@@ -58,6 +70,19 @@ def _check_hub(repo_id: str) -> None:
             f"Hugging Face dataset {repo_id!r} is not reachable ({describe(exc)}); check the id "
             "and your network, or download it and pass the local folder"
         ) from exc
+
+
+def _hub_stream(cfg: SourceConfig) -> datasets.IterableDataset:
+    """Hub dataset ``cfg.path`` as a stream: from the hub, or offline from its cached
+    snapshot (``datasets`` finds the split's files by their names, as on the hub)."""
+    import datasets
+
+    if not _offline():
+        _check_hub(cfg.path)
+        return datasets.load_dataset(cfg.path, split=cfg.split, streaming=True)
+    folder = _cached_snapshot(cfg.path)
+    log.info("%s: offline, streaming the cached snapshot %s", cfg.path, folder.name)
+    return datasets.load_dataset(str(folder), split=cfg.split, streaming=True)
 
 
 def load(cfg: SourceConfig) -> datasets.Dataset | datasets.IterableDataset:
@@ -75,8 +100,7 @@ def load(cfg: SourceConfig) -> datasets.Dataset | datasets.IterableDataset:
             # streaming: read the files where they are (no Arrow cache copy on disk)
             ds = datasets.load_dataset("parquet", data_files=files, split="train", streaming=cfg.streaming)
         elif not path.exists() and HUB_ID.match(cfg.path):
-            _check_hub(cfg.path)
-            return datasets.load_dataset(cfg.path, split=cfg.split, streaming=True)
+            return _hub_stream(cfg)
         else:
             raise DataError(f"{cfg.path}: not a local dataset folder, Parquet file or hub id")
     except (DataError, ObjectError):
@@ -105,7 +129,10 @@ class HFSource(Source):
 
         super().__init__(config)
         self.dataset = load(config)
+        self.table: datasets.Dataset | None = None
+        """A local dataset that is streamed: its rows, to cut into shards (``shards``)."""
         if config.streaming and isinstance(self.dataset, datasets.Dataset):
+            self.table = self.dataset
             self.dataset = self.dataset.to_iterable_dataset()  # read in order, like a hub stream
         self.random_access = isinstance(self.dataset, datasets.Dataset)
         names = list(self.dataset.features or {}) if self.dataset.features else []
