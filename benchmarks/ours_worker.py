@@ -182,6 +182,42 @@ def embed_flops_per_token(model: AstroPT, shape: common.Shape) -> float:
     return 2.0 * (blocks + encoder) + 4.0 * run * shape.n_embd * shape.n_tokens
 
 
+def model_gemms(model: AstroPT, rows: int, mode: str) -> list[tuple[int, int, int]]:
+    """``(M, K, N)`` of every matrix product of the model's Linear layers for ``rows`` tokens:
+    the forward of the token encoder and the blocks up to the embedding layer (``embed``), or
+    forward and backward (``X W^T``, ``dY W``, ``dY^T X``) of the encoder and every block
+    (``train``)."""
+    blocks = list(model.blocks)
+    if mode == "embed":
+        blocks = blocks[: model.config.default_embed_layer + 1]
+    linears = [m for part in (model.encoders, *blocks) for m in part.modules() if isinstance(m, torch.nn.Linear)]
+    shapes = []
+    for layer in linears:
+        n, k = layer.weight.shape
+        shapes.append((rows, k, n))
+        if mode == "train":
+            shapes += [(rows, n, k), (n, rows, k)]
+    return shapes
+
+
+def bench_gemms(spec: dict) -> dict:
+    """The model's matrix products alone, at its shapes, back to back (no attention, norms,
+    activations or casts between them): the ceiling of the MFU a step of it can reach."""
+    model, shape = build(spec)
+    dtype = getattr(torch, spec["dtype"])
+    rows = spec.get("batch", shape.batch) * shape.n_tokens
+    operands = [(torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype))
+                for m, k, n in model_gemms(model, rows, spec["mode"])]
+
+    def run():
+        for a, b in operands:
+            torch.matmul(a, b)
+
+    times = common.timed(run, spec["warmup"], spec["repeats"], spec.get("min_time", 0.0))
+    flops = sum(2.0 * a.shape[0] * a.shape[1] * b.shape[1] for a, b in operands)
+    return {**common.stats(times), "flops_per_step": flops, "n_gemms": len(operands), "rows": rows}
+
+
 def bench_generate(spec: dict) -> dict:
     """Complete ``n_new`` image tokens from ``n_given`` (one object), with/without KV cache;
     the bytes of weights each new token reads (the bandwidth limit's numerator)."""
@@ -292,6 +328,7 @@ def bench_peak(spec: dict) -> dict:
 HANDLERS = {
     "train": bench_train,
     "embed": bench_embed,
+    "gemms": bench_gemms,
     "generate": bench_generate,
     "parity": bench_parity,
     "data": bench_data,

@@ -149,6 +149,11 @@ def render(results: dict) -> str:
                          _mfu(ours, ours.get("flops_per_step"), _peak(results, dtype)),
                          _mfu(ref, ours.get("flops_per_step"), _peak(results, dtype))])
         out += _table(["config/dtype", "ours obj/s", "ref obj/s", "speedup", "ours MFU", "ref MFU"], rows) + [""]
+    if results.get("ceiling"):
+        out += ["### The ceiling: the 24M model's matrix products alone, bf16, back to back (best of the rounds)", ""]
+        rows = [[key, str(r["n_gemms"]), f"{r['rows']:,}", _f(r["flops_per_step"] / r["time_s"] / 1e9, 0),
+                 _mfu(r, r["flops_per_step"], _peak(results, "bfloat16"))] for key, r in results["ceiling"].items()]
+        out += _table(["model/pass/batch", "products", "rows (tokens)", "GFLOP/s", "of the bf16 peak"], rows) + [""]
     if results.get("generate"):
         gen = results["generate"]
         bw = gen.get("bandwidth", {}).get("bytes_per_s")

@@ -28,7 +28,7 @@ from benchmarks.refenv import REFERENCE_VERSION, ensure_refenv
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "out"
-SECTIONS = ("peak", "train", "configs", "levers", "width", "embed", "generate", "data", "scaling", "parity", "gpu")
+SECTIONS = ("peak", "train", "configs", "levers", "width", "embed", "ceiling", "generate", "data", "scaling", "parity", "gpu")
 ALLOCATORS = {  # Debian's libjemalloc2 / libtcmalloc-minimal4, preloaded where installed
     "jemalloc": "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2",
     "tcmalloc": "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4",
@@ -258,6 +258,19 @@ def section_embed(b: Bench) -> dict:
     return out
 
 
+def section_ceiling(b: Bench) -> dict:
+    """The 24M model's own matrix products alone, in bf16 at its shapes: the ceiling of the
+    MFU of its embedding (forward, batch 32) and of its training step (forward and backward,
+    batch 8 and 32), against which the MFU targets can be judged."""
+    out = {}
+    for mode, batch in (("embed", 32), ("train", 8), ("train", 32)):
+        spec = {"bench": "gemms", "shape": common.SHAPES["24M"].to_json(), "dtype": "bfloat16", "mode": mode,
+                "batch": batch, "warmup": 2, "repeats": reps(b.args, 7, 2), "min_time": 1.0}
+        runs = [b.one("ours", spec) for _ in range(b.rounds)]
+        out[f"24M/{mode}/batch {batch}"] = {**min(runs, key=lambda r: r["time_s"]), "rounds": len(runs)}
+    return out
+
+
 def section_generate(b: Bench, dtype: str) -> dict:
     """64 new tokens from 64 given, one object, at the default dtype (and fp32), with the
     memory read bandwidth measured in the same run: the per-token limit is the bytes of
@@ -397,6 +410,7 @@ def main(argv: list[str] | None = None) -> dict:
         "levers": lambda: section_levers(b),
         "width": lambda: section_width(b),
         "embed": lambda: section_embed(b),
+        "ceiling": lambda: section_ceiling(b),
         "generate": lambda: section_generate(b, default_dtype),
         "data": lambda: section_data(b),
         "scaling": lambda: section_scaling(b, default_dtype),

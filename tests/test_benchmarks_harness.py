@@ -101,3 +101,24 @@ def test_report_levers_width_and_generation_limit():
     gen = next(line for line in lines if line.startswith("| kv_cache/bfloat16"))
     # 1.28 s / 64 tokens = 20 ms per token; limit 1e8 B / 1e10 B/s = 10 ms: 2x the limit.
     assert "| 20.00 | 10.00 | 2.00x |" in gen
+
+
+def test_the_gemm_ceiling_runs_the_models_own_products():
+    """The ceiling's products are the embedding's matmul FLOPs (forward, blocks up to the
+    embedding layer) and 3x the whole model's for a training step."""
+    from benchmarks import ours_worker
+
+    shape = common.SHAPES["tiny-cpu"]
+    model, _ = ours_worker.build({"shape": shape.to_json()})
+    rows = 2 * shape.n_tokens
+    embed = ours_worker.model_gemms(model, rows, "embed")
+    attention_scores = 4.0 * (model.config.default_embed_layer + 1) * shape.n_embd * shape.n_tokens
+    per_token = ours_worker.embed_flops_per_token(model, shape) - attention_scores
+    assert sum(2 * m * k * n for m, k, n in embed) == pytest.approx(rows * per_token)
+    train = ours_worker.model_gemms(model, rows, "train")
+    blocks = sum(p.numel() for p in model.blocks.parameters() if p.dim() >= 2)
+    encoder = sum(p.numel() for p in model.encoders.parameters() if p.dim() >= 2)
+    assert sum(2 * m * k * n for m, k, n in train) == pytest.approx(3 * 2 * rows * (blocks + encoder))
+    result = ours_worker.bench_gemms({"shape": shape.to_json(), "dtype": "float32", "mode": "embed",
+                                      "batch": 2, "warmup": 0, "repeats": 1})
+    assert result["n_gemms"] == len(embed) and result["rows"] == rows
