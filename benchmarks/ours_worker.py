@@ -78,7 +78,7 @@ def run_config(spec: dict) -> tuple[RunConfig, common.Shape]:
     """The run a spec times: a shipped config (``config``: its name in configs/, with
     ``overrides``) as ``astropt train`` runs it, or the harness shape with a plain step
     (no gradient clipping, constant learning rate), as the reference worker runs it."""
-    knobs = {k: spec[k] for k in ("dtype", "mixed_precision", "compile", "grad_accum") if k in spec}
+    knobs = {k: spec[k] for k in ("dtype", "mixed_precision", "compile", "grad_accum", "attention") if k in spec}
     if "config" in spec:
         overrides = [f"train.{k}={v}" for k, v in knobs.items()] + list(spec.get("overrides", []))
         cfg = load_config(find_config(spec["config"]), overrides)
@@ -96,7 +96,7 @@ def prepare_train(spec: dict) -> tuple[Callable[[], None], contextlib.AbstractCo
     AR loss over ``grad_accum`` micro-batches, AdamW) on random tokens, ready to call; the
     context it must run in; and what it computes (tokens, FLOPs, the resolved precision).
 
-    Levers (spec keys): ``dtype``, ``mixed_precision``, ``compile``, ``grad_accum``,
+    Levers (spec keys): ``dtype``, ``mixed_precision``, ``attention``, ``compile``, ``grad_accum``,
     ``fused`` (False: foreach AdamW), ``sdpa`` (``math``: unfused attention).
     """
     cfg, shape = run_config(spec)
@@ -106,12 +106,7 @@ def prepare_train(spec: dict) -> tuple[Callable[[], None], contextlib.AbstractCo
         t = cfg.train
         engine.optimizer = torch.optim.AdamW(param_groups(engine.parallel, t.weight_decay), lr=t.lr,
                                              betas=(t.beta1, t.beta2), foreach=True)
-    # What train_step reads of a run; no data loaders, logger or run folder are needed.
-    c = loop.Components(cfg=cfg, info=DistInfo(device=device), run_dir=Path("."), model=engine.model,
-                        core=engine.core, parallel=engine.parallel, wrapped=engine.wrapped,
-                        optimizer=engine.optimizer, scaler=engine.scaler, dtype=engine.dtype,
-                        train_loader=None, val_loader=None, logger=None, tokens_per_step=0,
-                        flops_per_step=0.0, peak_flops=0.0, compute=engine.compute)
+    c = loop.step_components(cfg, DistInfo(device=device), engine)
     engine.wrapped.train()
     dim = cfg.model.modalities[0].input_size  # a patch, plus its flux features where the config has them
     batch = {k: v.to(device) for k, v in make_batch(shape, shape.batch, shape.n_tokens, dim=dim).items()}
@@ -138,6 +133,7 @@ def prepare_train(spec: dict) -> tuple[Callable[[], None], contextlib.AbstractCo
         "grad_accum": cfg.train.grad_accum,
         "dtype_resolved": str(engine.dtype).removeprefix("torch."),
         "precision": engine.precision,
+        "attention": engine.attention,
         "n_params": engine.model.num_params(),
         "n_params_matmul": n_mm,
         "flops_per_step": tokens * common.train_flops_per_token(n_mm, shape.n_layer, shape.n_embd, shape.n_tokens),

@@ -179,20 +179,25 @@ def section_configs(b: Bench) -> dict:
     return out
 
 
-LEVERS = {  # one change each from today's bf16 step (per-op autocast), 24M harness shape
-    "autocast (before)": {"mixed_precision": "autocast"},
-    "cast_once": {"mixed_precision": "cast_once"},
+SDPA = {"attention": "sdpa"}  # torch's fused attention backward, as before the recompute kernel
+LEVERS = {  # one change each from the bf16 step before (per-op autocast, SDPA), 24M harness shape
+    "autocast (before)": {"mixed_precision": "autocast", **SDPA},
+    "cast_once": {"mixed_precision": "cast_once", **SDPA},
     "autocast+compile": {"mixed_precision": "autocast", "compile": True},
     "cast_once+compile": {"mixed_precision": "cast_once", "compile": True},
-    "cast_once+sdpa math": {"mixed_precision": "cast_once", "sdpa": "math"},
-    "cast_once+foreach AdamW": {"mixed_precision": "cast_once", "fused": False},
-    "cast_once, batch 32": {"mixed_precision": "cast_once", "batch": 32},
-    "cast_once, batch 8 x accum 4": {"mixed_precision": "cast_once", "grad_accum": 4},
-    "cast_once+jemalloc": {"mixed_precision": "cast_once", "allocator": "jemalloc"},
-    "cast_once+tcmalloc": {"mixed_precision": "cast_once", "allocator": "tcmalloc"},
-    "cast_once, OMP_WAIT_POLICY=PASSIVE": {"mixed_precision": "cast_once", "env": {"OMP_WAIT_POLICY": "PASSIVE"}},
+    "cast_once+sdpa math": {"mixed_precision": "cast_once", "sdpa": "math", **SDPA},
+    "cast_once+foreach AdamW": {"mixed_precision": "cast_once", "fused": False, **SDPA},
+    "cast_once, batch 32": {"mixed_precision": "cast_once", "batch": 32, **SDPA},
+    "cast_once, batch 8 x accum 4": {"mixed_precision": "cast_once", "grad_accum": 4, **SDPA},
+    "cast_once+jemalloc": {"mixed_precision": "cast_once", "allocator": "jemalloc", **SDPA},
+    "cast_once+tcmalloc": {"mixed_precision": "cast_once", "allocator": "tcmalloc", **SDPA},
+    "cast_once, OMP_WAIT_POLICY=PASSIVE": {"mixed_precision": "cast_once", "env": {"OMP_WAIT_POLICY": "PASSIVE"}, **SDPA},
+    "cast_once+recompute attention (default)": {"mixed_precision": "cast_once", "attention": "recompute"},
     "all: cast_once+compile+tcmalloc": {"mixed_precision": "cast_once", "compile": True, "allocator": "tcmalloc"},
     "all, batch 32": {"mixed_precision": "cast_once", "compile": True, "allocator": "tcmalloc", "batch": 32},
+    "cast_once+recompute+tcmalloc": {"mixed_precision": "cast_once", "attention": "recompute", "allocator": "tcmalloc"},
+    "cast_once+recompute+tcmalloc, batch 32": {"mixed_precision": "cast_once", "attention": "recompute",
+                                               "allocator": "tcmalloc", "batch": 32},
 }
 
 
@@ -200,7 +205,7 @@ def section_levers(b: Bench) -> dict:
     """Each lever alone, ours only, bf16; the order is reversed every round so that drift in
     the machine's speed does not favour one lever."""
     rounds = 1 if b.args.quick else b.rounds
-    names = list(LEVERS)
+    names = [n for n in LEVERS if not b.args.lever or any(part in n for part in b.args.lever)]
     got: dict[str, list[dict]] = {n: [] for n in names}
     for r in range(rounds):
         for name in names if r % 2 == 0 else reversed(names):
@@ -379,6 +384,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--vs-reference", action="store_true", help=f"also run the reference astropt {REFERENCE_VERSION}")
     parser.add_argument("--only", default="", help=f"comma-separated sections of {','.join(SECTIONS)}")
     parser.add_argument("--rounds", type=int, default=2, help="alternating ours/reference rounds (full mode)")
+    parser.add_argument("--lever", action="append", help="levers section: only the levers whose name contains this")
     parser.add_argument("--stat", choices=("min", "median"), default="min", help="per-measurement statistic")
     parser.add_argument(
         "--omp-wait",

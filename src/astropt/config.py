@@ -267,11 +267,16 @@ DtypeName = Literal["auto", "float32", "bfloat16", "float16"]
 """Compute dtypes by name; ``auto`` is resolved by :func:`astropt.runtime.resolve_dtype`."""
 DTYPE_NAMES: tuple[str, ...] = get_args(DtypeName)
 PRECISIONS: tuple[str, ...] = ("float32", "float16")
+"""How embedding vectors are stored (``astropt embed --precision``)."""
 MixedPrecisionName = Literal["auto", "autocast", "cast_once"]
 """How low-precision training computes: per-op ``autocast``, or a compute copy of the weights
 cast ``cast_once`` per step (fp32 master weights); ``auto`` picks by device
 (:func:`astropt.train.precision.resolve_mixed_precision`)."""
-"""How embedding vectors are stored (``astropt embed --precision``)."""
+AttentionKernelName = Literal["auto", "sdpa", "recompute"]
+"""Attention kernel of training: torch's fused SDPA forward and backward, or ``recompute``
+(SDPA's flash forward, a bf16 backward of our own for CPUs: :mod:`astropt.model.attention`);
+``auto`` picks by device and dtype."""
+ATTENTION_KERNELS: tuple[str, ...] = get_args(AttentionKernelName)
 
 PoolName = Literal["mean", "mean_max", "mean_max_std", "last", "exp_decay", "none"]
 """How token embeddings are pooled into one vector per object (``none``: no pooling)."""
@@ -536,6 +541,10 @@ class TrainConfig:
     mixed_precision: MixedPrecisionName = "auto"
     """With a bf16/fp16 ``dtype``: ``autocast`` (per-op casts), ``cast_once`` (a low-precision
     copy of the weights, refreshed once per step from the fp32 master weights) or ``auto``."""
+    attention: AttentionKernelName = "auto"
+    """Attention kernel: ``sdpa``, ``recompute`` (a faster CPU backward in bf16, see
+    :mod:`astropt.model.attention`) or ``auto`` (recompute for bf16 on CPU without
+    ``compile``)."""
     compile: bool = False
     device: str = "auto"
     fsdp: bool = False

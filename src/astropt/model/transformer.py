@@ -13,6 +13,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from astropt.model.attention import attention
+
 
 def gelu_tanh(x: torch.Tensor) -> torch.Tensor:
     """GELU with the tanh approximation (GPT-2 / the reference's ``new_gelu``)."""
@@ -93,6 +95,8 @@ class SelfAttention(nn.Module):
         self.n_head = n_head
         self.dropout = dropout
         self.causal = causal
+        self.attention_kernel = "sdpa"
+        """``sdpa`` or ``recompute`` (:mod:`astropt.model.attention`; set by training)."""
 
     def forward(
         self,
@@ -132,14 +136,8 @@ class SelfAttention(nn.Module):
                 attn_mask = attn_mask | (rows[:, None] == torch.arange(s, device=x.device))
         elif self.causal and t > 1:
             is_causal = True
-        y = F.scaled_dot_product_attention(
-            q,
-            k,
-            v,
-            attn_mask=attn_mask,
-            dropout_p=self.dropout if self.training else 0.0,
-            is_causal=is_causal,
-        )
+        dropout = self.dropout if self.training else 0.0
+        y = attention(q, k, v, attn_mask, dropout, is_causal, self.attention_kernel)
         y = y.transpose(1, 2).reshape(b, t, c)  # (B, n_head, T, hd) -> (B, T, C)
         return self.resid_dropout(self.c_proj(y))
 

@@ -32,6 +32,7 @@ from astropt.data.shards import MANIFEST, Manifest
 from astropt.errors import ConfigError, DataError, TrainingError
 from astropt.locks import output_lock
 from astropt.model.astropt import AstroPT
+from astropt.model.attention import resolve_attention_kernel, set_attention_kernel
 from astropt.runtime import allocator_hint, autocast, resolve_dtype
 from astropt.train import checkpoint as ckpt
 from astropt.train import distributed as dist_utils
@@ -146,6 +147,7 @@ class Engine:
     dtype: torch.dtype
     precision: str  # none | autocast | cast_once | fsdp
     compute: ComputeCopy | None
+    attention: str = "sdpa"  # the resolved train.attention
 
 
 def build_engine(cfg: RunConfig, info: dist_utils.DistInfo) -> Engine:
@@ -164,6 +166,8 @@ def build_engine(cfg: RunConfig, info: dist_utils.DistInfo) -> Engine:
     model.to(info.device)
     torch.manual_seed(t.seed + 1000 * info.rank)  # per-rank streams (dropout) from here on
     dtype = resolve_dtype(t.dtype, info.device, cfg.model.n_embd)
+    attention = resolve_attention_kernel(t.attention, dtype, info.device, t.compile)
+    set_attention_kernel(model, attention)  # before the compute copy is made: it carries the kernel
     precision = resolve_mixed_precision(t.mixed_precision, dtype, info, t.fsdp)
     core = LossModule(model)
     parallel = dist_utils.parallelize(core, info, fsdp=t.fsdp, find_unused=len(cfg.model.modalities) > 1,
@@ -173,7 +177,16 @@ def build_engine(cfg: RunConfig, info: dist_utils.DistInfo) -> Engine:
     wrapped = torch.compile(loss_module) if t.compile else loss_module
     optimizer = build_optimizer(parallel, t, info.device)
     scaler = torch.amp.GradScaler(info.device.type, enabled=dtype == torch.float16)
-    return Engine(model, core, parallel, wrapped, optimizer, scaler, dtype, precision, compute)
+    return Engine(model, core, parallel, wrapped, optimizer, scaler, dtype, precision, compute, attention)
+
+
+def step_components(cfg: RunConfig, info: dist_utils.DistInfo, e: Engine) -> Components:
+    """What :func:`train_step` reads of a run, for an engine alone (no data loaders, logger or
+    run folder): timing and testing a step."""
+    return Components(cfg=cfg, info=info, run_dir=Path("."), model=e.model, core=e.core, parallel=e.parallel,
+                      wrapped=e.wrapped, optimizer=e.optimizer, scaler=e.scaler, dtype=e.dtype, train_loader=None,
+                      val_loader=None, logger=None, tokens_per_step=0, flops_per_step=0.0, peak_flops=0.0,
+                      compute=e.compute)
 
 
 def build(cfg: RunConfig, info: dist_utils.DistInfo, run_dir: Path) -> Components:
@@ -198,8 +211,9 @@ def build(cfg: RunConfig, info: dist_utils.DistInfo, run_dir: Path) -> Component
     if hint:
         log.info(hint)
     log.info(
-        "model %.2fM parameters; global batch %d x %d x %d = %d tokens/step; dtype %s (%s); peak %.2f TFLOP/s",
-        n_params / 1e6, d.batch_size, t.grad_accum, w, tokens_per_step, e.dtype, e.precision, peak / 1e12,
+        "model %.2fM parameters; global batch %d x %d x %d = %d tokens/step; dtype %s (%s); attention %s; "
+        "peak %.2f TFLOP/s", n_params / 1e6, d.batch_size, t.grad_accum, w, tokens_per_step, e.dtype, e.precision,
+        e.attention, peak / 1e12,
     )
     return Components(cfg, info, run_dir, e.model, e.core, e.parallel, e.wrapped, e.optimizer, e.scaler, e.dtype,
                       train_loader, val_loader, logger, tokens_per_step,

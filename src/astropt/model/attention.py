@@ -1,0 +1,149 @@
+"""Scaled dot-product attention of the model's blocks: torch SDPA, or (training in bf16 on a
+CPU) SDPA's fused flash forward with a backward of our own.
+
+torch's CPU flash-attention backward runs far below the matrix units' speed (about 6% of the
+bf16 peak on AMX cores, a quarter of a training step of the 24M model: benchmarks/RESULTS.md).
+The ``recompute`` kernel keeps the fused forward, which saves the log-sum-exp of each query
+row, and computes the gradients as FlashAttention does, but with whole bf16 matrix products
+over cache-sized chunks of the batch: ``P = exp(Q K^T s - lse)``, ``dV = P^T dO``,
+``dP = dO V^T``, ``dS = P (dP - rowsum(dO O))``, ``dQ = dS K s``, ``dK = dS^T Q s``. The
+element-wise steps are fused by inductor (``torch.compile``, one compiled graph per chunk
+shape). Gradients equal SDPA's to bf16 rounding (tests/model/test_attention.py).
+
+It is used only where it applies: a CPU tensor that needs gradients, no mask other than
+causal, no dropout, keys as long as the queries, and outside ``torch.compile`` of the whole
+model (which then fuses attention itself). Everything else (inference, the KV cache, padding
+masks) runs SDPA.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+
+import torch
+import torch.nn.functional as F
+
+log = logging.getLogger(__name__)
+
+CHUNK_BYTES = 8 << 20
+"""Largest fp32 probability block ``P`` one chunk of the backward holds (fits the L2/L3 of a
+core; 8 MiB measured fastest on AMX cores against the whole batch and 1-4 MiB)."""
+MAX_SHAPES = 8
+"""Distinct chunk shapes compiled; further shapes use SDPA's own backward (no recompiles)."""
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask: torch.Tensor | None,
+              dropout_p: float, is_causal: bool, kernel: str = "sdpa") -> torch.Tensor:
+    """``softmax(Q K^T / sqrt(d)) V`` of ``(B, H, T, d)`` tensors by ``kernel`` (where it
+    applies, see the module docstring; SDPA otherwise)."""
+    if kernel == "recompute" and _applies(q, k, attn_mask, dropout_p):
+        return _FlashRecompute.apply(q, k, v, is_causal)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal)
+
+
+def _applies(q: torch.Tensor, k: torch.Tensor, attn_mask: torch.Tensor | None, dropout_p: float) -> bool:
+    return (q.device.type == "cpu" and attn_mask is None and dropout_p == 0.0 and torch.is_grad_enabled()
+            and q.requires_grad and q.shape[-2] == k.shape[-2] and not torch.compiler.is_compiling())
+
+
+def set_attention_kernel(module: torch.nn.Module, kernel: str) -> None:
+    """Make every attention layer of ``module`` run ``kernel`` (``sdpa`` or ``recompute``)."""
+    if kernel not in ("sdpa", "recompute"):
+        raise ValueError(f"attention kernel {kernel!r}: resolve 'auto' first (resolve_attention_kernel)")
+    for layer in module.modules():
+        if hasattr(layer, "attention_kernel"):
+            layer.attention_kernel = kernel
+
+
+def resolve_attention_kernel(kernel: str, dtype: torch.dtype, device: torch.device, compiled: bool) -> str:
+    """``auto``: ``recompute`` for bf16 training on a CPU (measured 2x SDPA's forward and
+    backward together, benchmarks/RESULTS.md) unless the whole model is compiled, or no C++
+    compiler for inductor is found (said in the log); ``sdpa`` otherwise. fp32 stays on SDPA,
+    whose fp32 backward is as fast."""
+    if kernel != "auto":
+        return kernel
+    if device.type != "cpu" or dtype != torch.bfloat16 or compiled:
+        return "sdpa"
+    if not _have_compiler():
+        log.warning("no C++ compiler for torch.compile: attention trains with SDPA's slower CPU backward "
+                    "(install g++ for the faster one; train.attention: sdpa silences this)")
+        return "sdpa"
+    return "recompute"
+
+
+@functools.cache
+def _have_compiler() -> bool:
+    import shutil
+
+    from torch._inductor import cpp_builder
+
+    try:
+        return shutil.which(cpp_builder.get_cpp_compiler()) is not None
+    except (RuntimeError, OSError):
+        return False
+
+
+class _FlashRecompute(torch.autograd.Function):
+    """SDPA's CPU flash forward; the backward of the module docstring."""
+
+    @staticmethod
+    def forward(ctx, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, is_causal: bool) -> torch.Tensor:
+        out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, is_causal)
+        ctx.save_for_backward(q, k, v, out, lse)
+        ctx.is_causal = is_causal
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        q, k, v, out, lse = ctx.saved_tensors
+        grads = _backward(q, k, v, out, lse, grad.contiguous(), ctx.is_causal)
+        return (*grads, None)
+
+
+def _backward(q, k, v, out, lse, grad, is_causal: bool) -> tuple[torch.Tensor, ...]:
+    b, h, t, _ = q.shape
+    step = max(1, CHUNK_BYTES // (h * t * t * 4))
+    chunks = []
+    for start in range(0, b, step):
+        part = [x[start : start + step] for x in (q, k, v, out, lse, grad)]
+        kernel = _compiled(tuple(part[0].shape), part[0].dtype, is_causal)
+        if kernel is None:  # too many shapes: SDPA's own backward, no recompile
+            chunks.append(torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
+                part[5], *part[:5], 0.0, is_causal))
+        else:
+            chunks.append(kernel(*part, is_causal))
+    if len(chunks) == 1:
+        return chunks[0]
+    return tuple(torch.cat(g) for g in zip(*chunks, strict=True))
+
+
+_SHAPES: set[tuple] = set()
+
+
+def _compiled(shape: tuple[int, ...], dtype: torch.dtype, is_causal: bool):
+    """The compiled backward for chunks of ``shape`` (None past :data:`MAX_SHAPES`)."""
+    key = (shape, dtype, is_causal)
+    if key not in _SHAPES:
+        if len(_SHAPES) >= MAX_SHAPES:
+            return None
+        _SHAPES.add(key)
+    return _compiled_core()
+
+
+@functools.cache
+def _compiled_core():
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, MAX_SHAPES + 2)
+    return torch.compile(_core, dynamic=False)
+
+
+def _core(q, k, v, out, lse, grad, is_causal: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    t, scale = q.shape[-2], q.shape[-1] ** -0.5
+    p = torch.exp(torch.matmul(q, k.transpose(-1, -2)).float() * scale - lse.unsqueeze(-1))
+    if is_causal:
+        p = p.masked_fill(torch.ones(t, t, dtype=torch.bool, device=q.device).triu(1), 0.0)
+    grad_v = torch.matmul(p.to(q.dtype).transpose(-1, -2), grad)
+    grad_p = torch.matmul(grad, v.transpose(-1, -2)).float()
+    delta = (grad.float() * out.float()).sum(-1, keepdim=True)
+    grad_s = (p * (grad_p - delta) * scale).to(q.dtype)
+    return torch.matmul(grad_s, k), torch.matmul(grad_s.transpose(-1, -2), q), grad_v
