@@ -155,8 +155,8 @@ def bench_embed(spec: dict) -> dict:
     model, shape = build(spec)
     model.eval()
     dtype = getattr(torch, spec["dtype"])
-    runner = model.inference_copy(dtype)
-    embed = torch.compile(runner.embed) if spec.get("compile") else runner.embed
+    runner = model.inference_copy(dtype, compile=bool(spec.get("compile")))  # as `astropt embed --compile`
+    embed = runner.embed
     batch_size = spec.get("batch", 32)
     batch = make_batch(shape, batch_size, shape.n_tokens)
 

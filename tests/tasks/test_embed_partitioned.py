@@ -73,3 +73,31 @@ def test_bf16_embedding_casts_the_weights_once_and_stays_close_to_fp32(model_dir
     a, b = full.matrix(), half.matrix()
     cos = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
     assert cos.min() > 0.99, cos.min()
+
+
+def test_compiled_embedding_equals_eager_and_is_not_mixed_on_resume(model_dir, shard_dir, tmp_path, caplog):
+    """``compile`` (the blocks through torch.compile) gives the eager vectors (fp32: to
+    float rounding), leaves the caller's model uncompiled, and is part of the job's
+    provenance: unfinished parts of an eager job are not completed by a compiled one."""
+    import logging
+
+    from astropt.model import load_pretrained
+    from astropt.tasks import embed as embed_module
+
+    kw = dict(part_size=8, dtype="float32", device="cpu", progress=False)
+    eager = load_embeddings(embed(model_dir, shard_dir, tmp_path / "eager.parquet", **kw))
+    model = load_pretrained(model_dir)
+    out = tmp_path / "compiled"
+    embed(model, shard_dir, out, compile=True, **kw)
+    assert not any(hasattr(b, "_compiled_call_impl") and b._compiled_call_impl for b in model.blocks)
+    compiled = load_embeddings(out)
+    assert compiled.meta["compile"] is True and eager.meta["compile"] is False
+    np.testing.assert_allclose(compiled.matrix(), eager.matrix(), rtol=1e-4, atol=1e-5)
+    job = json.loads((out / embed_module.JOB_NAME).read_text())
+    assert job["compile"] is True
+    # an unfinished eager job in the folder is started over, not completed, by a compiled run
+    (out / embed_module.JOB_NAME).write_text(json.dumps({**job, "compile": False}))
+    (out / "_manifest.json").unlink()
+    with caplog.at_level(logging.WARNING):
+        embed(model, shard_dir, out, compile=True, **kw)
+    assert "compile" in caplog.text and "starting over" in caplog.text

@@ -448,15 +448,23 @@ class AstroPT(PretrainedMixin, nn.Module):
             raise ValueError("pool 'none' gives token embeddings (B, n, C), not one vector per object")
         return self.config.n_embd if len(names) > 1 else pooled_width(self.config.n_embd, pool)
 
-    def inference_copy(self, dtype: torch.dtype) -> AstroPT:
+    def inference_copy(self, dtype: torch.dtype, compile: bool = False) -> AstroPT:
         """This model for inference in ``dtype``: itself for fp32, else an eval-mode copy with
         its weights cast once to ``dtype`` (run it under ``astropt.runtime.autocast``,
-        which then casts only the inputs). The caller's model is never changed."""
-        if dtype == torch.float32 or self.config.backbone == "llm":
+        which then casts only the inputs). The caller's model is never changed.
+
+        ``compile``: the copy's blocks are compiled (``torch.compile``, each on its first call:
+        seconds per shape; measured 1.1-1.3x on the bf16 embedding of the 24M model on CPU,
+        worth it for a survey, not for a few objects)."""
+        if (dtype == torch.float32 and not compile) or self.config.backbone == "llm":
             return self
         import copy
 
-        return copy.deepcopy(self).to(dtype).eval()
+        runner = copy.deepcopy(self).to(dtype).eval()
+        if compile:
+            for block in runner.blocks:
+                block.compile(dynamic=False)
+        return runner
 
     @torch.no_grad()
     def embed(

@@ -78,6 +78,7 @@ class StreamJob:
     progress: bool = True
     limit: int = 0
     precision: str = "float32"
+    compile: bool = False
 
 
 def state_path(folder: Path, rank: int) -> Path:
@@ -157,7 +158,8 @@ def embed_stream(model: AstroPT | str | os.PathLike, data: str | os.PathLike, ou
     pool = job.pool or model.config.embed_pool
     amp = resolve_dtype(job.dtype, device, model.config.n_embd)
     meta = {
-        **embed_module.model_meta(model, named, layer, all_layers, pool, configs, amp, job.precision, job.part_size),
+        **embed_module.model_meta(model, named, layer, all_layers, pool, configs, amp, job.precision, job.part_size,
+                                  job.compile),
         "data": str(data), "data_fingerprint": source.fingerprint(0, None), "stream": True,
         "world_size": world, "limit": int(job.limit),
     }
@@ -167,7 +169,7 @@ def embed_stream(model: AstroPT | str | os.PathLike, data: str | os.PathLike, ou
             _check_world_size(folder, meta)
             embed_module.prepare_parts_folder(out, meta)
         barrier()
-        embedder = _PartEmbedder(model.inference_copy(amp), configs, layer, all_layers, pool, job, device, amp,
+        embedder = _PartEmbedder(model.inference_copy(amp, job.compile), configs, layer, all_layers, pool, job, device, amp,
                                  str(data))
         _embed_rank(stream, schema, embedder, folder, meta, job, rank, world)
         barrier()
