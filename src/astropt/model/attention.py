@@ -31,6 +31,8 @@ CHUNK_BYTES = 8 << 20
 core; 8 MiB measured fastest on AMX cores against the whole batch and 1-4 MiB)."""
 MAX_SHAPES = 8
 """Distinct chunk shapes compiled; further shapes use SDPA's own backward (no recompiles)."""
+PROFILE_RANGE = "astropt::attention_backward"
+"""The profiler range around the ``recompute`` backward (benchmarks/profile_step.py)."""
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask: torch.Tensor | None,
@@ -97,7 +99,8 @@ class _FlashRecompute(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         q, k, v, out, lse = ctx.saved_tensors
-        grads = _backward(q, k, v, out, lse, grad.contiguous(), ctx.is_causal)
+        with torch.profiler.record_function(PROFILE_RANGE):
+            grads = _backward(q, k, v, out, lse, grad.contiguous(), ctx.is_causal)
         return (*grads, None)
 
 
