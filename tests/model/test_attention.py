@@ -58,7 +58,7 @@ def test_past_the_compiled_shapes_sdpas_backward_is_used(monkeypatch):
 
 def test_sdpa_runs_wherever_recompute_does_not_apply(monkeypatch):
     calls = []
-    monkeypatch.setattr(attn._FlashRecompute, "apply", lambda *a: calls.append(a))
+    monkeypatch.setattr(attn, "_forward_op", lambda *a: calls.append(a) or (a[0], None))
     q, k, v, _ = _qkv(t=8)
     mask = torch.ones(8, 8, dtype=torch.bool).tril()
     attn.attention(q, k, v, mask, 0.0, False, "recompute")  # a mask
@@ -71,12 +71,22 @@ def test_sdpa_runs_wherever_recompute_does_not_apply(monkeypatch):
     assert len(calls) == 1
 
 
+def test_recompute_inside_a_compiled_model_keeps_its_gradients():
+    """Under torch.compile the two custom ops stay whole: the gradients are the eager ones."""
+    q, k, v, grad = _qkv(b=2, t=16)
+    eager = _grads(lambda a, b, c: attn.attention(a, b, c, None, 0.0, True, "recompute"), q, k, v, grad)
+    fn = torch.compile(lambda a, b, c: attn.attention(a, b, c, None, 0.0, True, "recompute") * 2.0, fullgraph=True)
+    compiled = _grads(fn, q, k, v, grad)
+    for a, b in zip(compiled, eager, strict=True):
+        torch.testing.assert_close(a, 2.0 * b)
+
+
 def test_auto_rule_and_the_layers_it_sets(monkeypatch):
     monkeypatch.setattr(attn, "_have_compiler", lambda: True)
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert attn.resolve_attention_kernel("auto", torch.bfloat16, cpu, compiled=False) == "recompute"
     assert attn.resolve_attention_kernel("auto", torch.float32, cpu, compiled=False) == "sdpa"
-    assert attn.resolve_attention_kernel("auto", torch.bfloat16, cpu, compiled=True) == "sdpa"
+    assert attn.resolve_attention_kernel("auto", torch.bfloat16, cpu, compiled=True) == "recompute"
     assert attn.resolve_attention_kernel("auto", torch.bfloat16, cuda, compiled=False) == "sdpa"
     assert attn.resolve_attention_kernel("recompute", torch.float32, cpu, compiled=False) == "recompute"
     monkeypatch.setattr(attn, "_have_compiler", lambda: False)

@@ -11,9 +11,9 @@ element-wise steps are fused by inductor (``torch.compile``, one compiled graph 
 shape). Gradients equal SDPA's to bf16 rounding (tests/model/test_attention.py).
 
 It is used only where it applies: a CPU tensor that needs gradients, no mask other than
-causal, no dropout, keys as long as the queries, and outside ``torch.compile`` of the whole
-model (which then fuses attention itself). Everything else (inference, the KV cache, padding
-masks) runs SDPA.
+causal, no dropout, keys as long as the queries. Everything else (inference, the KV cache,
+padding masks) runs SDPA. Both halves are custom ops, so ``torch.compile`` of the whole model
+keeps them whole (it compiles the rest around them).
 """
 
 from __future__ import annotations
@@ -40,13 +40,13 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask: torc
     """``softmax(Q K^T / sqrt(d)) V`` of ``(B, H, T, d)`` tensors by ``kernel`` (where it
     applies, see the module docstring; SDPA otherwise)."""
     if kernel == "recompute" and _applies(q, k, attn_mask, dropout_p):
-        return _FlashRecompute.apply(q, k, v, is_causal)
+        return _forward_op(q, k, v, is_causal)[0]
     return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal)
 
 
 def _applies(q: torch.Tensor, k: torch.Tensor, attn_mask: torch.Tensor | None, dropout_p: float) -> bool:
     return (q.device.type == "cpu" and attn_mask is None and dropout_p == 0.0 and torch.is_grad_enabled()
-            and q.requires_grad and q.shape[-2] == k.shape[-2] and not torch.compiler.is_compiling())
+            and q.requires_grad and q.shape[-2] == k.shape[-2])
 
 
 def set_attention_kernel(module: torch.nn.Module, kernel: str) -> None:
@@ -58,18 +58,20 @@ def set_attention_kernel(module: torch.nn.Module, kernel: str) -> None:
             layer.attention_kernel = kernel
 
 
-def resolve_attention_kernel(kernel: str, dtype: torch.dtype, device: torch.device, compiled: bool) -> str:
-    """``auto``: ``recompute`` for bf16 training on a CPU (measured 2x SDPA's forward and
-    backward together, benchmarks/RESULTS.md) unless the whole model is compiled, or no C++
-    compiler for inductor is found (said in the log); ``sdpa`` otherwise. fp32 stays on SDPA,
-    whose fp32 backward is as fast."""
+def resolve_attention_kernel(kernel: str, dtype: torch.dtype, device: torch.device, compiled: bool = False) -> str:
+    """``auto``: ``recompute`` for bf16 training on a CPU (measured faster than SDPA's
+    forward and backward, with and without ``torch.compile`` of the model:
+    benchmarks/RESULTS.md) unless no C++ compiler for inductor is found (said in the log);
+    ``sdpa`` otherwise. fp32 stays on SDPA, whose fp32 backward is as fast. ``compiled``
+    (the model under ``torch.compile``) does not change the choice; it is kept for the log."""
     if kernel != "auto":
         return kernel
-    if device.type != "cpu" or dtype != torch.bfloat16 or compiled:
+    if device.type != "cpu" or dtype != torch.bfloat16:
         return "sdpa"
     if not _have_compiler():
-        log.warning("no C++ compiler for torch.compile: attention trains with SDPA's slower CPU backward "
-                    "(install g++ for the faster one; train.attention: sdpa silences this)")
+        log.warning("no C++ compiler for torch.compile%s: attention trains with SDPA's slower CPU backward "
+                    "(install g++ for the faster one; train.attention: sdpa silences this)",
+                    " (needed by train.compile too)" if compiled else "")
         return "sdpa"
     return "recompute"
 
@@ -86,22 +88,44 @@ def _have_compiler() -> bool:
         return False
 
 
-class _FlashRecompute(torch.autograd.Function):
-    """SDPA's CPU flash forward; the backward of the module docstring."""
+@torch.library.custom_op("astropt::attention_recompute", mutates_args=())
+def _forward_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, is_causal: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """SDPA's CPU flash forward: the output and the log-sum-exp of each query row. An op of
+    its own, so that ``torch.compile`` of the model keeps it (and its backward) whole."""
+    out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, is_causal)
+    return out.contiguous(), lse.contiguous()
 
-    @staticmethod
-    def forward(ctx, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, is_causal: bool) -> torch.Tensor:
-        out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, is_causal)
-        ctx.save_for_backward(q, k, v, out, lse)
-        ctx.is_causal = is_causal
-        return out
 
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        q, k, v, out, lse = ctx.saved_tensors
-        with torch.profiler.record_function(PROFILE_RANGE):
-            grads = _backward(q, k, v, out, lse, grad.contiguous(), ctx.is_causal)
-        return (*grads, None)
+@_forward_op.register_fake
+def _(q, k, v, is_causal):
+    return q.new_empty(q.shape), q.new_empty(q.shape[:-1], dtype=torch.float32)
+
+
+@torch.library.custom_op("astropt::attention_recompute_backward", mutates_args=())
+def _backward_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor, lse: torch.Tensor,
+                 grad: torch.Tensor, is_causal: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The gradients of the module docstring (compiled chunk by chunk)."""
+    with torch.profiler.record_function(PROFILE_RANGE):
+        return tuple(g.contiguous() for g in _backward(q, k, v, out, lse, grad.contiguous(), is_causal))
+
+
+@_backward_op.register_fake
+def _(q, k, v, out, lse, grad, is_causal):
+    return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)
+
+
+def _setup_context(ctx, inputs, output) -> None:
+    q, k, v, is_causal = inputs
+    ctx.save_for_backward(q, k, v, *output)
+    ctx.is_causal = is_causal
+
+
+def _backward_formula(ctx, grad_out, grad_lse):
+    q, k, v, out, lse = ctx.saved_tensors
+    return (*_backward_op(q, k, v, out, lse, grad_out, ctx.is_causal), None)
+
+
+_forward_op.register_autograd(_backward_formula, setup_context=_setup_context)
 
 
 def _backward(q, k, v, out, lse, grad, is_causal: bool) -> tuple[torch.Tensor, ...]:
