@@ -175,8 +175,9 @@ def _train(module: AttentionPool, x: torch.Tensor, t: torch.Tensor, cfg: Attenti
     n_val = min(max(1, round(cfg.val_fraction * len(x))), len(x) - 1)
     val, train = torch.from_numpy(order[:n_val]), order[n_val:]
     opt = torch.optim.AdamW(module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    best, best_state, stale, epoch = float("inf"), copy.deepcopy(module.state_dict()), 0, 0
-    for epoch in range(1, cfg.max_epochs + 1):
+    best, best_state, stale, epochs = float("inf"), copy.deepcopy(module.state_dict()), 0, 0
+    while epochs < cfg.max_epochs and stale < cfg.patience:
+        epochs += 1
         module.train()
         for start in range(0, len(train), cfg.batch_size):
             idx = torch.from_numpy(train[start : start + cfg.batch_size])
@@ -191,7 +192,5 @@ def _train(module: AttentionPool, x: torch.Tensor, t: torch.Tensor, cfg: Attenti
             best, best_state, stale = loss, copy.deepcopy(module.state_dict()), 0
         else:
             stale += 1
-            if stale >= cfg.patience:
-                break
     module.load_state_dict(best_state)
-    return epoch
+    return epochs
