@@ -42,6 +42,7 @@ from astropt.tasks.probe import probe_arrays
 from benchmarks.science import HERE, Budget, markdown_table, pretrain, run_config
 
 log = logging.getLogger("attention_probe")
+PROBES = ("ridge", "mlp", "attention")
 
 
 def token_features(model: AstroPT, data: ShardSet, held: np.ndarray, layers: list[int],
@@ -59,7 +60,8 @@ def token_features(model: AstroPT, data: ShardSet, held: np.ndarray, layers: lis
 
 
 def compare(tokens: dict[int, np.ndarray], labels: dict[str, np.ndarray], targets: list[str], folds: int,
-            attention: AttentionProbeConfig) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
+            attention: AttentionProbeConfig, probes: tuple[str, ...] = PROBES
+            ) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
     """R² per row (probe x features) and the seconds each row took."""
     rows, seconds = {}, {}
     for k, x in tokens.items():
@@ -67,6 +69,8 @@ def compare(tokens: dict[int, np.ndarray], labels: dict[str, np.ndarray], target
         for name, model, feats in ((f"ridge, mean_max_std (block {k})", "ridge", pooled),
                                    (f"mlp, mean_max_std (block {k})", "mlp", pooled),
                                    (f"attention, tokens (block {k})", "attention", x)):
+            if model not in probes:
+                continue
             start = time.time()
             res, _ = probe_arrays(feats, labels, targets, model=model, folds=folds, uncertainty=False,
                                   attention=attention)
@@ -86,6 +90,8 @@ def main(argv: list[str] | None = None) -> dict:
                         "(it must be the tiny-cpu model of this survey for the comparison to hold)")
     parser.add_argument("--queries", type=int, default=AttentionProbeConfig.queries, help="attention probe queries")
     parser.add_argument("--hidden", type=int, default=AttentionProbeConfig.hidden, help="attention probe MLP width")
+    parser.add_argument("--probes", nargs="+", choices=PROBES, default=list(PROBES), help="rows to run")
+    parser.add_argument("--tag", default="", help="suffix of the output files (variants)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     budget = Budget.quick() if args.quick else Budget()
@@ -108,13 +114,14 @@ def main(argv: list[str] | None = None) -> dict:
     model = load_pretrained(final)
     layers = sorted({model.config.default_embed_layer, model.config.n_layer - 1})
     attention = AttentionProbeConfig(queries=args.queries, hidden=args.hidden)
-    rows, seconds = compare(token_features(model, data, held, layers), labels, targets, budget.folds, attention)
+    rows, seconds = compare(token_features(model, data, held, layers), labels, targets, budget.folds, attention,
+                            tuple(args.probes))
     results = {"date": datetime.date.today().isoformat(), "budget": asdict(budget), "targets": targets,
                "n_held": int(len(held)), "model": str(final), "train_seconds": train_seconds,
                "attention": asdict(attention), "r2": rows, "probe_seconds": seconds}
     report = (f"# Attention probe ({results['date']}, {budget.steps} steps, {len(held)} held-out objects, "
               f"{budget.folds}-fold CV)\n\n{markdown_table(rows, targets)}\n")
-    stem = f"attention_probe_{budget.steps}"
+    stem = f"attention_probe_{budget.steps}{args.tag}"
     atomic_write_text(out / f"{stem}.json", json.dumps(results, indent=2))
     atomic_write_text(out / f"{stem}.md", report)
     print(report)

@@ -99,3 +99,19 @@ def test_cli_options_are_fields_of_the_config():
     from astropt.cli.tasks import ATTENTION_OPTIONS
 
     assert set(ATTENTION_OPTIONS) <= {f.name for f in dataclasses.fields(AttentionProbeConfig)}
+
+
+def test_benchmark_tokens_pool_to_the_default_embedding(model_dir, shard_dir):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    from astropt.data.shards import ShardSet
+    from astropt.model.astropt import pool_tokens
+    from benchmarks import attention_probe, science
+
+    model, data, held = load_pretrained(model_dir), ShardSet(shard_dir), np.arange(0, 40, 3)
+    layer = model.config.default_embed_layer
+    tokens = attention_probe.token_features(model, data, held, [layer])[layer]
+    pooled = pool_tokens(torch.from_numpy(tokens), model.config.embed_pool).numpy()
+    np.testing.assert_allclose(pooled, science.default_embeddings(model, data, held), rtol=1e-5, atol=1e-6)
