@@ -90,6 +90,7 @@ def main(argv: list[str] | None = None) -> dict:
                         "(it must be the tiny-cpu model of this survey for the comparison to hold)")
     parser.add_argument("--queries", type=int, default=AttentionProbeConfig.queries, help="attention probe queries")
     parser.add_argument("--hidden", type=int, default=AttentionProbeConfig.hidden, help="attention probe MLP width")
+    parser.add_argument("--with-pool", default=None, help="attention probe: a fixed pooling the read-out sees too")
     parser.add_argument("--probes", nargs="+", choices=PROBES, default=list(PROBES), help="rows to run")
     parser.add_argument("--tag", default="", help="suffix of the output files (variants)")
     args = parser.parse_args(argv)
@@ -113,7 +114,7 @@ def main(argv: list[str] | None = None) -> dict:
         final, train_seconds = pretrain(run_config(out, "tiny-cpu", budget, []))
     model = load_pretrained(final)
     layers = sorted({model.config.default_embed_layer, model.config.n_layer - 1})
-    attention = AttentionProbeConfig(queries=args.queries, hidden=args.hidden)
+    attention = AttentionProbeConfig(queries=args.queries, hidden=args.hidden, with_pool=args.with_pool)
     rows, seconds = compare(token_features(model, data, held, layers), labels, targets, budget.folds, attention,
                             tuple(args.probes))
     results = {"date": datetime.date.today().isoformat(), "budget": asdict(budget), "targets": targets,

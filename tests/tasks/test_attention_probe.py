@@ -86,9 +86,10 @@ def test_cli_embeds_tokens_and_probes_them_with_uncertainties(model_dir, shard_d
     out = str(tmp_path / "tokens")  # a partitioned folder, as for a survey
     assert main(["embed", str(model_dir), str(shard_dir), "--out", out, "--pool", "none", "--part-size", "16"]) == 0
     assert main(["probe", out, "--probe", "attention", "--target", "size", "--folds", "3", "--attn-max-epochs", "20",
-                 "--attn-queries", "2", "--out", str(tmp_path / "p")]) == 0
+                 "--attn-queries", "2", "--attn-with-pool", "mean", "--out", str(tmp_path / "p")]) == 0
     summary = json.loads((tmp_path / "p" / "probe.json").read_text())
     assert summary["model"] == "attention" and summary["attention"]["queries"] == 2
+    assert summary["attention"]["with_pool"] == "mean"
     size = summary["targets"]["size"]
     assert size["n"] == 40 and 0 <= size["coverage_68"] <= size["coverage_95"] <= 1
     assert main(["probe", out, "--target", "size"]) == 2  # ridge on tokens: a message, not a traceback
@@ -96,9 +97,11 @@ def test_cli_embeds_tokens_and_probes_them_with_uncertainties(model_dir, shard_d
 
 
 def test_cli_options_are_fields_of_the_config():
-    from astropt.cli.tasks import ATTENTION_OPTIONS
+    from astropt.cli import build_parser
 
-    assert set(ATTENTION_OPTIONS) <= {f.name for f in dataclasses.fields(AttentionProbeConfig)}
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    options = {a.dest.removeprefix("attn_") for a in sub.choices["probe"]._actions if a.dest.startswith("attn_")}
+    assert "with_pool" in options and options <= {f.name for f in dataclasses.fields(AttentionProbeConfig)}
 
 
 def test_benchmark_tokens_pool_to_the_default_embedding(model_dir, shard_dir):

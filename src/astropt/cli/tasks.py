@@ -82,6 +82,8 @@ def _probe(sub) -> None:
     for name in ATTENTION_OPTIONS:  # fields of astropt.tasks.attention_probe.AttentionProbeConfig
         p.add_argument(f"--attn-{name.replace('_', '-')}", dest=f"attn_{name}", type=int, default=None,
                        help=f"attention probe: {name} ({FUNCTION_DEFAULT})")
+    p.add_argument("--attn-with-pool", choices=[p for p in POOLS if p != "none"], default=None,
+                   help="attention probe: a fixed pooling whose vector the read-out sees too (default: none)")
     p.add_argument("--seed", type=int, default=None, help=FUNCTION_DEFAULT)
     p.add_argument("--layer", default=None, help="'all' for per-layer probing, or a block index")
     p.add_argument("--folds", type=int, default=5)

@@ -30,6 +30,9 @@ from sklearn.base import BaseEstimator
 from torch import nn
 from torch.nn import functional as F
 
+from astropt.config import POOLS
+from astropt.model.astropt import pool_tokens, pooled_width
+
 
 @dataclass
 class AttentionProbeConfig:
@@ -47,8 +50,14 @@ class AttentionProbeConfig:
     """Epochs without a better validation loss before stopping."""
     val_fraction: float = 0.15
     """Share of the training objects held back for early stopping."""
+    with_pool: str | None = None
+    """A fixed pooling of :data:`astropt.config.POOLS` (e.g. ``mean_max_std``) whose vector
+    the read-out sees next to the attention pools; None: the attention pools alone."""
 
     def __post_init__(self) -> None:
+        if self.with_pool is not None and (self.with_pool not in POOLS or self.with_pool == "none"):
+            raise ValueError(f"attention probe: with_pool must be one of {[p for p in POOLS if p != 'none']} "
+                             f"or None, got {self.with_pool!r}")
         if self.queries < 1 or self.hidden < 0:
             raise ValueError(f"attention probe: queries must be >= 1 and hidden >= 0, got {self}")
         if not 0 < self.val_fraction < 1:
@@ -61,7 +70,8 @@ class AttentionPool(nn.Module):
     """Learned queries attending over token embeddings, then a read-out: ``(B, T, C) -> (B, out)``.
 
     Query ``h`` scores token ``t`` by ``q_h · x_t`` and pools ``Σ_t softmax_t(q_h · x) x_t``;
-    the read-out sees the ``queries`` pooled tokens side by side. Key and value projections
+    the read-out sees the ``queries`` pooled tokens side by side (and, with ``with_pool``, a
+    fixed pooling of the tokens too). Key and value projections
     are left out on purpose: with one query per head, ``q · W_k x = (W_kᵀ q) · x`` and a value
     projection is absorbed by the linear read-out, so they add no expressiveness here, only
     cost (the projection of every token was 30x the compute of the whole head). The queries
@@ -71,7 +81,8 @@ class AttentionPool(nn.Module):
     def __init__(self, width: int, out: int, cfg: AttentionProbeConfig) -> None:
         super().__init__()
         self.queries = nn.Parameter(torch.randn(cfg.queries, width) * width**-0.5)
-        pooled = cfg.queries * width
+        self.with_pool = cfg.with_pool
+        pooled = cfg.queries * width + (pooled_width(width, cfg.with_pool) if cfg.with_pool else 0)
         self.head = (nn.Linear(pooled, out) if cfg.hidden == 0
                      else nn.Sequential(nn.Linear(pooled, cfg.hidden), nn.GELU(), nn.Linear(cfg.hidden, out)))
 
@@ -80,7 +91,8 @@ class AttentionPool(nn.Module):
         return torch.softmax(torch.einsum("btc,qc->bqt", tokens, self.queries), dim=-1)
 
     def pool(self, tokens: torch.Tensor) -> torch.Tensor:
-        return torch.einsum("bqt,btc->bqc", self.attention(tokens), tokens).flatten(1)
+        pooled = torch.einsum("bqt,btc->bqc", self.attention(tokens), tokens).flatten(1)
+        return torch.cat([pooled, pool_tokens(tokens, self.with_pool)], 1) if self.with_pool else pooled
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         return self.head(self.pool(tokens))
