@@ -60,7 +60,7 @@ def token_features(model: AstroPT, data: ShardSet, held: np.ndarray, layers: lis
 
 
 def compare(tokens: dict[int, np.ndarray], labels: dict[str, np.ndarray], targets: list[str], folds: int,
-            attention: AttentionProbeConfig, probes: tuple[str, ...] = PROBES
+            attention: AttentionProbeConfig, probes: tuple[str, ...] = PROBES, seed: int = 0
             ) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
     """R² per row (probe x features) and the seconds each row took."""
     rows, seconds = {}, {}
@@ -72,7 +72,7 @@ def compare(tokens: dict[int, np.ndarray], labels: dict[str, np.ndarray], target
             if model not in probes:
                 continue
             start = time.time()
-            res, _ = probe_arrays(feats, labels, targets, model=model, folds=folds, uncertainty=False,
+            res, _ = probe_arrays(feats, labels, targets, model=model, folds=folds, seed=seed, uncertainty=False,
                                   attention=attention)
             rows[name] = {t: round(res[t]["r2"], 4) for t in targets}
             seconds[name] = round(time.time() - start, 1)
@@ -92,6 +92,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--hidden", type=int, default=AttentionProbeConfig.hidden, help="attention probe MLP width")
     parser.add_argument("--with-pool", default=None, help="attention probe: a fixed pooling the read-out sees too")
     parser.add_argument("--probes", nargs="+", choices=PROBES, default=list(PROBES), help="rows to run")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the folds and of the probes")
     parser.add_argument("--tag", default="", help="suffix of the output files (variants)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -116,10 +117,10 @@ def main(argv: list[str] | None = None) -> dict:
     layers = sorted({model.config.default_embed_layer, model.config.n_layer - 1})
     attention = AttentionProbeConfig(queries=args.queries, hidden=args.hidden, with_pool=args.with_pool)
     rows, seconds = compare(token_features(model, data, held, layers), labels, targets, budget.folds, attention,
-                            tuple(args.probes))
+                            tuple(args.probes), args.seed)
     results = {"date": datetime.date.today().isoformat(), "budget": asdict(budget), "targets": targets,
                "n_held": int(len(held)), "model": str(final), "train_seconds": train_seconds,
-               "attention": asdict(attention), "r2": rows, "probe_seconds": seconds}
+               "attention": asdict(attention), "seed": args.seed, "r2": rows, "probe_seconds": seconds}
     report = (f"# Attention probe ({results['date']}, {budget.steps} steps, {len(held)} held-out objects, "
               f"{budget.folds}-fold CV)\n\n{markdown_table(rows, targets)}\n")
     stem = f"attention_probe_{budget.steps}{args.tag}"
