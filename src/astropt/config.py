@@ -283,6 +283,11 @@ PoolName = Literal["mean", "mean_max", "mean_max_std", "last", "exp_decay", "non
 POOLS: tuple[str, ...] = get_args(PoolName)
 """The pool registry: every name the model, the tasks and the CLI accept."""
 
+ProbeName = Literal["linear", "ridge", "mlp", "attention"]
+"""Probe models of ``astropt probe``: ``attention`` reads token embeddings (``pool none``),
+the others pooled vectors."""
+PROBES: tuple[str, ...] = get_args(ProbeName)
+
 
 @dataclass
 class LLMConfig:

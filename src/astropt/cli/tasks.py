@@ -9,10 +9,11 @@ from __future__ import annotations
 import argparse
 import json
 
-from astropt.config import DTYPE_NAMES, POOLS, PRECISIONS
+from astropt.config import DTYPE_NAMES, POOLS, PRECISIONS, PROBES
 from astropt.tasks.ann import INDEX_KINDS
 
 FUNCTION_DEFAULT = "default: the function's"
+ATTENTION_OPTIONS = ("queries", "hidden", "max_epochs", "patience")
 MODEL_HELP = ("pretrained folder, reference ckpt.pt, or hub model org/name[/subfolder][@revision] "
               "(e.g. Smith42/astroPT_v2.0/astropt/095M)")
 
@@ -77,7 +78,15 @@ def _probe(sub) -> None:
     p = sub.add_parser("probe", help="cross-validated probes of labels from embeddings")
     p.add_argument("embeddings", help="Parquet file from `astropt embed`")
     p.add_argument("--target", action="append", default=None, help="label (repeat; default: all)")
-    p.add_argument("--model", choices=["linear", "ridge", "mlp"], default="ridge")
+    p.add_argument("--probe", "--model", dest="model", choices=PROBES, default="ridge",
+                   help="ridge/linear/mlp on pooled vectors; attention: a pooling learned with the label, on "
+                   "token embeddings (`astropt embed --pool none`)")
+    for name in ATTENTION_OPTIONS:  # fields of astropt.tasks.attention_probe.AttentionProbeConfig
+        p.add_argument(f"--attn-{name.replace('_', '-')}", dest=f"attn_{name}", type=int, default=None,
+                       help=f"attention probe: {name} ({FUNCTION_DEFAULT})")
+    p.add_argument("--attn-with-pool", choices=[p for p in POOLS if p != "none"], default=None,
+                   help="attention probe: a fixed pooling whose vector the read-out sees too (default: none)")
+    p.add_argument("--seed", type=int, default=None, help=FUNCTION_DEFAULT)
     p.add_argument("--layer", default=None, help="'all' for per-layer probing, or a block index")
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--out", default="probe", help="folder for probe.json and figures")
@@ -86,10 +95,13 @@ def _probe(sub) -> None:
 
 
 def run_probe(args) -> int:
+    from astropt.tasks.attention_probe import AttentionProbeConfig
     from astropt.tasks.probe import probe
 
+    options = {k.removeprefix("attn_"): v for k, v in vars(args).items() if k.startswith("attn_") and v is not None}
     res = probe(args.embeddings, args.target, args.model, args.layer, args.folds, args.out,
-                uncertainty=not args.no_uncertainty)
+                uncertainty=not args.no_uncertainty, attention=AttentionProbeConfig(**options),
+                **_given(args, "seed"))
     keys = ("r2", "rmse", "nmad", "outlier_fraction", "coverage_68", "coverage_95", "accuracy", "f1_macro")
     print(f"{'target':<18}" + "".join(f"{k:>17}" for k in keys))
     for name, m in res["targets"].items():

@@ -24,11 +24,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import torch
 from sklearn.base import clone
 from sklearn.linear_model import RidgeCV
 from sklearn.model_selection import KFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
+
+from astropt.model.astropt import pool_tokens
 
 LEVELS = (0.68, 0.95)
 PIT_BINS = 10
@@ -95,6 +98,7 @@ def calibrate_residuals(
     mean model was not fitted to: steps 2 and 3 of the module's method. ``floor`` (default
     ``1e-6`` of the residual variance) keeps ``log r²`` finite."""
     floor = 1e-6 * np.var(resid) if floor is None else floor
+    x_fit, x_new = scale_features(x_fit), scale_features(x_new)
     target = np.log(resid**2 + 1e-12 + floor)
     spread = make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(-1, 5, 13))).fit(x_fit, target)
     scale_fit = np.exp(spread.predict(x_fit) / 2)
@@ -102,6 +106,14 @@ def calibrate_residuals(
     if len(shape) > _MAX_SHAPE:  # evenly spaced order statistics keep the distribution
         shape = shape[np.linspace(0, len(shape) - 1, _MAX_SHAPE).round().astype(int)]
     return Calibrated(np.asarray(mu_new, float), np.exp(spread.predict(x_new) / 2), shape)
+
+
+def scale_features(x: np.ndarray) -> np.ndarray:
+    """The features of the scale model: vectors as they are; token embeddings
+    ``(n, tokens, width)`` (of the attention probe) pooled by ``mean_max_std``."""
+    if x.ndim == 2:
+        return x
+    return pool_tokens(torch.from_numpy(np.ascontiguousarray(x, np.float32)), "mean_max_std").numpy()
 
 
 def calibration_metrics(folds: list[tuple[np.ndarray, Calibrated]]) -> dict[str, Any]:

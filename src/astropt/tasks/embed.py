@@ -71,7 +71,9 @@ def embed(
 
     Args:
         layer: block index (default: the model's embedding layer) or ``"all"``.
-        pool: one of ``astropt.config.POOLS`` but ``none`` (default: the model's).
+        pool: one of ``astropt.config.POOLS`` (default: the model's); ``none`` stores each
+            object's token embeddings, ``(tokens, width)`` per row, for the attention probe
+            (modalities of a fixed number of tokens, e.g. images).
         dtype: ``auto`` (bf16 where native, else fp32: the training rule of
             ``astropt.runtime``), ``float32``, ``bfloat16`` or ``float16``.
         part_size: objects per resumable part (memory is bounded by one part).
@@ -322,11 +324,15 @@ def embed_batches(model: AstroPT, batches, layer: int | None, all_layers: bool, 
 
 def embeddings_table(ids: list[str], vectors: dict[str, np.ndarray], labels: dict[str, pa.Array],
                      precision: str = "float32") -> pa.Table:
-    """The output table of some objects: ``id``, one fixed-size-list column per vector, labels."""
+    """The output table of some objects: ``id``, one fixed-size-list column per vector (token
+    embeddings ``(n, tokens, width)``: a fixed-size list of ``tokens`` lists of ``width``), labels."""
     table: dict[str, pa.Array] = {"id": pa.array(ids, pa.string())}
     for name, mat in vectors.items():
         mat = mat.astype(precision)
-        table[name] = pa.FixedSizeListArray.from_arrays(pa.array(mat.reshape(-1)), mat.shape[1])
+        column = pa.array(mat.reshape(-1))
+        for size in reversed(mat.shape[1:]):
+            column = pa.FixedSizeListArray.from_arrays(column, size)
+        table[name] = column
     return pa.table({**table, **labels})
 
 
@@ -339,8 +345,11 @@ def embed_batch(
     device: str = "cpu",
     amp: torch.dtype = torch.float32,
 ) -> dict[str, np.ndarray]:
-    """Embedding columns of one batch: ``embedding`` (or ``embedding_l{k}``) [+ per modality]."""
+    """Embedding columns of one batch: ``embedding`` (or ``embedding_l{k}``) [+ per modality];
+    ``(B, tokens, width)`` token embeddings with pool ``none``."""
     pool = pool or model.config.embed_pool
+    if pool == "none":
+        _refuse_padded_tokens(batch)
     with torch.no_grad(), autocast(device, amp):
         if all_layers:
             per_layer = model.embed_all_layers(batch, pool=pool)
@@ -350,6 +359,17 @@ def embed_batch(
     if len(out) > 1:
         cols.update({f"embedding_{k}": v.float().cpu().numpy() for k, v in out.items() if k != "joint"})
     return cols
+
+
+def _refuse_padded_tokens(batch: dict[str, torch.Tensor]) -> None:
+    """Token embeddings are stored as ``(tokens, width)`` per object: every object of a
+    modality must have all its tokens (no padding)."""
+    padded = [k.removesuffix("_mask") for k, v in batch.items()
+              if k.endswith("_mask") and isinstance(v, torch.Tensor) and not bool(v.all())]
+    if padded:
+        raise DataError(f"pool 'none': modality {padded[0]!r} has objects with fewer tokens than others (padded); "
+                        "token embeddings are stored for modalities of a fixed number of tokens (images): "
+                        "embed with a pooling, or with --modalities of fixed length")
 
 
 def _merge(parts_dir: Path, out: Path, names: list[str], meta: dict[str, Any]) -> None:

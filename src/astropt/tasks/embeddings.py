@@ -40,6 +40,26 @@ class Embeddings:
 
     def matrix(self, column: str = "embedding") -> np.ndarray:
         """The ``(n, d)`` float32 matrix of one vector column (checked to be finite)."""
+        values = self._column(column)
+        if values.ndim != 2:
+            raise DataError(
+                f"embeddings column {column!r} holds token embeddings {values.shape[1:]} per object (embedded "
+                "with pool 'none'): only the attention probe (`astropt probe --probe attention`) reads them; "
+                "embed again with a pooling (e.g. --pool mean_max_std) for this task")
+        return values
+
+    def tokens(self, column: str = "embedding", where: str = "embeddings") -> np.ndarray:
+        """The ``(n, tokens, width)`` float32 token embeddings of one column (``embed --pool
+        none``), checked to be finite; ``where`` names the source in the error on pooled vectors."""
+        values = self._column(column)
+        if values.ndim != 3:
+            raise DataError(
+                f"{where}: column {column!r} holds pooled vectors (pool {self.meta.get('pool', '?')!r}, one "
+                f"{values.shape[1]}-wide vector per object), but the attention probe needs token embeddings: "
+                "embed with --pool none (astropt embed MODEL DATA --out FILE --pool none)")
+        return values
+
+    def _column(self, column: str) -> np.ndarray:
         if column not in self.vectors:
             raise DataError(f"embeddings have no column {column!r}; they have {sorted(self.vectors)}")
         if column not in self._checked:
@@ -72,8 +92,9 @@ class Embeddings:
 
 
 def check_finite_rows(matrix: np.ndarray, ids: list[str], what: str) -> None:
-    """Raise a DataError naming the objects whose row of ``matrix`` holds a NaN or Inf."""
-    bad = np.flatnonzero(~np.isfinite(matrix).all(axis=1))
+    """Raise a DataError naming the objects whose row of ``matrix`` (or tokens: ``(n, tokens,
+    width)``) holds a NaN or Inf."""
+    bad = np.flatnonzero(~np.isfinite(matrix.reshape(len(matrix), -1)).all(axis=1))
     if bad.size:
         named = [ids[i] for i in bad[:10]]
         raise DataError(
@@ -230,11 +251,20 @@ def _to_embeddings(table: pa.Table, meta: dict[str, Any]) -> Embeddings:
         if name == "id":
             continue
         if pa.types.is_fixed_size_list(col.type):
-            flat = col.combine_chunks().flatten().to_numpy(zero_copy_only=False)
-            vectors[name] = flat.reshape(len(col), col.type.list_size).astype(np.float32, copy=False)
+            vectors[name] = _vector_array(col)
         else:
             labels[name] = col.to_numpy(zero_copy_only=False)
     return Embeddings([str(i) for i in table.column("id").to_pylist()], vectors, labels, meta)
+
+
+def _vector_array(col: pa.ChunkedArray) -> np.ndarray:
+    """A fixed-size-list column as float32 ``(n, d)``, or ``(n, tokens, width)`` for token
+    embeddings (a fixed-size list of fixed-size lists: ``embed --pool none``)."""
+    shape, values, kind = [len(col)], col.combine_chunks(), col.type
+    while pa.types.is_fixed_size_list(kind):
+        shape.append(kind.list_size)
+        values, kind = values.flatten(), kind.value_type
+    return values.to_numpy(zero_copy_only=False).reshape(shape).astype(np.float32, copy=False)
 
 
 def _manifest_parts(path: Path) -> tuple[list[Path], dict[str, Any]]:

@@ -8,6 +8,10 @@ quantiles), and their calibration is reported on the objects of each outer fold,
 neither the mean nor the uncertainty model saw: coverage of the 68% and 95% intervals, the PIT
 histogram and its KS statistic, and the CRPS. Per-layer probing runs the same probe on the
 embedding of every block.
+
+The ``attention`` probe (:mod:`astropt.tasks.attention_probe`) reads token embeddings
+(``embed --pool none``) instead of pooled vectors: its pooling is learned with the label, in
+the same fold loop, with the same metrics and uncertainties.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +33,10 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from astropt.atomic import atomic_write_text
+from astropt.config import PROBES
 from astropt.data.schema import value_type
 from astropt.errors import DataError
+from astropt.tasks.attention_probe import AttentionProbe, AttentionProbeConfig
 from astropt.tasks.calibration import calibration_metrics, fit_calibrated
 from astropt.tasks.common import is_redshift, label_vector
 from astropt.tasks.embeddings import (
@@ -43,7 +50,7 @@ from astropt.tasks.embeddings import (
 
 log = logging.getLogger(__name__)
 
-PROBES = ("linear", "ridge", "mlp")
+TOKEN_PROBES = ("attention",)  # probes of token embeddings (n, tokens, width), not vectors
 OUTLIER_CUT = 0.15
 
 
@@ -96,26 +103,28 @@ def _refuse_numbers_as_text(y: np.ndarray, name: str) -> None:
 # ----------------------------------------------------------------------------- probes
 
 
-def _estimator(kind: str, classify: bool, seed: int) -> Any:
+def _estimator(kind: str, classify: bool, seed: int, attention: AttentionProbeConfig | None = None) -> Any:
     if kind not in PROBES:
         raise ValueError(f"unknown probe model {kind!r}; choose from {PROBES}")
+    if kind == "attention":  # standardises its own (3-D) inputs
+        return AttentionProbe(attention or AttentionProbeConfig(), classify, seed)
     if classify:
-        head = (MLPClassifier((256,), max_iter=300, early_stopping=True, random_state=seed)
+        head = (MLPClassifier(hidden_layer_sizes=(256,), max_iter=300, early_stopping=True, random_state=seed)
                 if kind == "mlp" else LogisticRegression(max_iter=2000))
     elif kind == "linear":
         head = LinearRegression()
     elif kind == "ridge":
         head = RidgeCV(alphas=np.logspace(-3, 4, 15))
     else:
-        head = MLPRegressor((256,), max_iter=300, early_stopping=True, random_state=seed)
+        head = MLPRegressor(hidden_layer_sizes=(256,), max_iter=300, early_stopping=True, random_state=seed)
     return make_pipeline(StandardScaler(), head)
 
 
 def fit_predict(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, model: str = "ridge",
-                seed: int = 0) -> np.ndarray:
+                seed: int = 0, attention: AttentionProbeConfig | None = None) -> np.ndarray:
     """Fit the probe ``model`` of one regression label on a training set; predict a test set
     (the train/test counterpart of :func:`probe_target`'s cross-validation)."""
-    return _estimator(model, False, seed).fit(x_train, y_train).predict(x_test)
+    return _estimator(model, False, seed, attention).fit(x_train, y_train).predict(x_test)
 
 
 def probe_target(
@@ -126,12 +135,16 @@ def probe_target(
     folds: int = 5,
     seed: int = 0,
     uncertainty: bool = True,
+    attention: AttentionProbeConfig | None = None,
 ) -> tuple[dict[str, Any], np.ndarray]:
     """Cross-validated probe of one label -> (metrics, out-of-fold predictions).
 
-    Metrics are computed on the out-of-fold predictions of all objects together; the
-    per-fold spread of the main score is reported as ``*_fold_std``.
+    ``x``: ``(n, d)`` vectors, or ``(n, tokens, width)`` token embeddings for the
+    ``attention`` probe (whose options are ``attention``). Metrics are computed on the
+    out-of-fold predictions of all objects together; the per-fold spread of the main score is
+    reported as ``*_fold_std``.
     """
+    _check_input_shape(x, model, name)
     classify = is_categorical(y)
     if classify and y.dtype.kind in "OUS":
         _refuse_numbers_as_text(y, name)
@@ -150,7 +163,7 @@ def probe_target(
     pred = np.empty(len(y), dtype=y.dtype)
     calibrated = []
     fold_scores = []
-    base = _estimator(model, classify, seed)
+    base = _estimator(model, classify, seed, attention)
     for train, test in splitter.split(x, y):
         est = clone(base).fit(x[train], y[train])
         pred[test] = est.predict(x[test])
@@ -170,6 +183,13 @@ def probe_target(
     full = np.full(len(keep), np.nan if not classify else "", dtype=object if classify else np.float64)
     full[keep] = pred
     return result, full
+
+
+def _check_input_shape(x: np.ndarray, model: str, name: str) -> None:
+    tokens = model in TOKEN_PROBES
+    if x.ndim != (3 if tokens else 2):
+        need = "token embeddings (objects, tokens, width)" if tokens else "one vector per object (objects, width)"
+        raise DataError(f"label {name!r}: the {model} probe needs {need}, got an array of shape {x.shape}")
 
 
 def default_targets(labels: dict[str, np.ndarray]) -> list[str]:
@@ -193,12 +213,14 @@ def probe_arrays(
     seed: int = 0,
     uncertainty: bool = True,
     where: str = "embeddings",
+    attention: AttentionProbeConfig | None = None,
 ) -> tuple[dict[str, dict[str, Any]], dict[str, np.ndarray]]:
-    """Probe every target on one feature matrix -> (metrics per target, predictions per target)."""
+    """Probe every target on one feature matrix (token embeddings for the ``attention``
+    probe) -> (metrics per target, predictions per target)."""
     results, preds = {}, {}
     for name in targets:
         y = label_vector(labels, name, where)
-        results[name], preds[name] = probe_target(x, y, name, model, folds, seed, uncertainty)
+        results[name], preds[name] = probe_target(x, y, name, model, folds, seed, uncertainty, attention)
         log.info("probe %s: %s", name, {k: round(v, 4) for k, v in results[name].items() if isinstance(v, float)})
     return results, preds
 
@@ -223,12 +245,15 @@ def probe(
     out: str | os.PathLike | None = None,
     seed: int = 0,
     uncertainty: bool = True,
+    attention: AttentionProbeConfig | None = None,
 ) -> dict[str, Any]:
     """Probe labels from an embeddings file; write ``probe.json`` and figures into ``out``.
 
     Args:
         targets: label names (default: every label that varies).
-        model: ``linear``, ``ridge`` or ``mlp``.
+        model: ``linear``, ``ridge``, ``mlp`` (pooled vectors) or ``attention`` (token
+            embeddings from ``embed --pool none``; a pooling learned with the label, options
+            in ``attention``).
         layer: ``"all"`` probes every ``embedding_l{k}`` column (needs ``embed --layer all``)
             and plots R² by layer; an int picks one such column; None: the default column.
 
@@ -253,7 +278,8 @@ def probe(
             raise DataError(f"{where}: no per-layer columns; embed with --layer all first")
         curves: dict[str, list[float]] = {t: [] for t in targets}
         for column in columns:
-            res, _ = probe_arrays(emb.matrix(column), emb.labels, targets, model, folds, seed, False, where)
+            res, _ = probe_arrays(_features(emb, column, model, where), emb.labels, targets, model, folds, seed,
+                                  False, where, attention)
             for t in targets:
                 curves[t].append(res[t].get("r2", res[t].get("accuracy")))
         summary["layers"] = curves
@@ -261,11 +287,19 @@ def probe(
         summary["best_layer_column"] = column
     else:
         column = f"embedding_l{layer}" if layer is not None else emb.default_column
-    results, preds = probe_arrays(emb.matrix(column), emb.labels, targets, model, folds, seed, uncertainty, where)
+    results, preds = probe_arrays(_features(emb, column, model, where), emb.labels, targets, model, folds, seed,
+                                  uncertainty, where, attention)
     summary.update(column=column, targets=results)
+    if model in TOKEN_PROBES:
+        summary["attention"] = asdict(attention or AttentionProbeConfig())
     if out is not None:
         write_probe_outputs(summary, emb.labels, preds, out)
     return summary
+
+
+def _features(emb: Embeddings, column: str, model: str, where: str) -> np.ndarray:
+    """The vectors of ``column``, or its token embeddings for a token probe."""
+    return emb.tokens(column, where) if model in TOKEN_PROBES else emb.matrix(column)
 
 
 def write_probe_outputs(
