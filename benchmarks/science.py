@@ -76,6 +76,7 @@ LEVERS: dict[str, list[str]] = {
     "default (tiny-cpu)": [],
     "default, no augmentation": ["data.augment=false"],
     "default + AR and masked (weight 1)": ["train.objective=ar_mae", "train.mae_weight=1.0"],
+    "default + AR and masked (weight 0.25)": ["train.objective=ar_mae", "train.mae_weight=0.25"],
     "default + blocks 1-3 concatenated": ["model.embed_layers=[1,2,3]"],
     "default + blocks 0-3 concatenated": ["model.embed_layers=[0,1,2,3]"],
     "default + blocks 2-3 concatenated": ["model.embed_layers=[2,3]"],
