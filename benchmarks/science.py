@@ -72,7 +72,20 @@ LEVERS: dict[str, list[str]] = {
     "+ flux features, survey scale": LEGACY_TOKENS + [f"{IMG}.flux_features=true", f"{IMG}.flux_scale=0.002"],
     "no augmentation": LEGACY_TOKENS + ["data.augment=false"],
     "patch 16 (16 tokens)": LEGACY_TOKENS + [f"{IMG}.patch_size=16", "model.block_size=16"],
+    # Issue 18: levers on top of the current default (tiny-cpu as it stands).
+    "default (tiny-cpu)": [],
+    "default, no augmentation": ["data.augment=false"],
+    "default + AR and masked (weight 1)": ["train.objective=ar_mae", "train.mae_weight=1.0"],
+    "default + AR and masked (weight 0.25)": ["train.objective=ar_mae", "train.mae_weight=0.25"],
+    "default + blocks 1-3 concatenated": ["model.embed_layers=[1,2,3]"],
+    "default + blocks 0-3 concatenated": ["model.embed_layers=[0,1,2,3]"],
+    "default + blocks 2-3 concatenated": ["model.embed_layers=[2,3]"],
+    # 4x the tokens per step: run it at the default's token budget (--lever-steps 500).
+    "patch 4 (256 tokens, flux features)": [f"{IMG}.patch_size=4", "model.block_size=256"],
 }
+# Overrides that change only how the embedding is read, not the trained weights: a lever made
+# of these reuses the model of the lever with the rest of its overrides.
+EMBED_ONLY = ("model.embed_layer=", "model.embed_layers=", "model.embed_pool=")
 # Sizes of the scaling mini-study (n_layer, n_head, n_embd): about 0.3M, 1M and 3M parameters.
 SIZES = {"0.3M": (3, 4, 64), "1M": (4, 8, 128), "3M": (6, 8, 192)}
 
@@ -188,12 +201,27 @@ def r2_table(features: dict[str, np.ndarray], labels: dict[str, np.ndarray], tar
     return out
 
 
+def weight_overrides(overrides: list[str]) -> list[str]:
+    """The overrides of a lever that change the trained weights (not the ``EMBED_ONLY`` ones)."""
+    return [o for o in overrides if not o.startswith(EMBED_ONLY)]
+
+
+def lever_tag(name: str, steps: int) -> str:
+    """Run folder of a lever: that of the lever it shares its weights with, if any."""
+    train_ov = weight_overrides(LEVERS[name])
+    base = next((n for n, ov in LEVERS.items() if ov == train_ov), name)
+    return f"lever-{slug(base)}-{steps}"
+
+
 def ours(out: Path, tag: str, budget: Budget, overrides: list[str], data: ShardSet, held: np.ndarray,
          labels: dict[str, np.ndarray], targets: list[str]) -> dict:
-    """Pretrain one configuration of ours and probe its embedding variants."""
+    """Pretrain one configuration of ours (or reuse the model of the same weights) and probe
+    its embedding variants; ``EMBED_ONLY`` overrides are applied to the loaded model."""
     cfg = run_config(out, tag, budget, overrides)
-    final, seconds = pretrain(cfg)
+    final, seconds = pretrain(run_config(out, tag, budget, weight_overrides(overrides)))
     model = load_pretrained(final)
+    model.config = dataclasses.replace(model.config, embed_layer=cfg.model.embed_layer,
+                                       embed_layers=cfg.model.embed_layers, embed_pool=cfg.model.embed_pool)
     n_params = model.num_params()
     tokens_seen = budget.steps * budget.batch * cfg.model.sequence_length
     return {"overrides": overrides, "n_params": n_params, "train_seconds": round(seconds, 1),
@@ -416,7 +444,7 @@ def main(argv: list[str] | None = None) -> dict:
         results["baselines"] = baseline_rows(cfg, data, train_idx, held, labels, targets, budget)
     if args.levers or args.only_levers:
         lever_budget = Budget(**{**asdict(budget), "steps": args.lever_steps or budget.steps})
-        results["levers"] = {name: ours(out, f"lever-{slug(name)}-{lever_budget.steps}", lever_budget, ov, data, held, labels, targets)
+        results["levers"] = {name: ours(out, lever_tag(name, lever_budget.steps), lever_budget, ov, data, held, labels, targets)
                              for name, ov in LEVERS.items()
                              if not args.lever or any(sel in name for sel in args.lever)}
     if args.scaling or args.only_scaling:

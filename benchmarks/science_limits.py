@@ -12,7 +12,12 @@ split) this measures, with 5-fold cross-validation on the held-out objects:
   PSF not corrected) of the r+i image: a linear fit of the label on the measured
   ``|e|`` / moment size.
 
-    python -m benchmarks.science_limits [--n 3000]
+- with ``--model FOLDER`` (a model pretrained by ``benchmarks.science``): how well a ridge
+  probe of its default embedding recovers the colours g-r, r-i, i-z and mag_r, and the
+  redshift R² of a linear and of a cubic fit on those recovered colours: whether the redshift
+  is missing from the embedding or only not linear in it.
+
+    python -m benchmarks.science_limits [--data DIR] [--model FOLDER]
 
 Writes ``benchmarks/out/science/full/limits.json`` and prints a table.
 """
@@ -27,7 +32,8 @@ import galsim
 import numpy as np
 from sklearn.ensemble import HistGradientBoostingRegressor
 from sklearn.linear_model import LinearRegression, RidgeCV
-from sklearn.model_selection import KFold, cross_val_score
+from sklearn.metrics import r2_score
+from sklearn.model_selection import KFold, cross_val_predict, cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import PolynomialFeatures, StandardScaler
 
@@ -49,6 +55,28 @@ def ridge(degree: int = 1):
     return make_pipeline(*steps, StandardScaler(), RidgeCV(alphas=np.logspace(-3, 4, 15)))
 
 
+COLOURS = ("g_r", "r_i", "i_z", "mag_r")
+
+
+def embedding_colours(model_dir: str, data: ShardSet, held: np.ndarray) -> dict[str, float]:
+    """R² of the colours from a model's embedding (ridge), and of the redshift from those
+    (cross-validated) colour estimates and from the true colours, by a linear / cubic ridge."""
+    from astropt.model import load_pretrained
+    from benchmarks.science import default_embeddings
+
+    x = default_embeddings(load_pretrained(model_dir), data, held)
+    labels = {k: v[held].astype(np.float64) for k, v in data.labels([*COLOURS, "redshift"]).items()}
+    cv = KFold(5, shuffle=True, random_state=0)
+    estimate = np.stack([cross_val_predict(ridge(), x, labels[c], cv=cv) for c in COLOURS], 1)
+    true, z = np.stack([labels[c] for c in COLOURS], 1), labels["redshift"]
+    out = {f"{c} from the embedding, ridge": r2_score(labels[c], estimate[:, k]) for k, c in enumerate(COLOURS)}
+    out["redshift from the embedding, ridge"] = cv_r2(ridge(), x, z)
+    for degree, name in ((1, "ridge"), (3, "cubic ridge")):
+        out[f"redshift from the true colours + mag_r, {name}"] = cv_r2(ridge(degree), true, z)
+        out[f"redshift from the embedding's colours + mag_r, {name}"] = cv_r2(ridge(degree), estimate, z)
+    return {k: float(v) for k, v in out.items()}
+
+
 def adaptive_moments(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``|e|`` and moment sigma (pixels) of each r+i image (NaN where HSM fails)."""
     e, sigma = np.full(len(images), np.nan), np.full(len(images), np.nan)
@@ -66,6 +94,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--data", default=str(HERE / "out" / "science" / "full" / "data"),
                         help="the survey of benchmarks.science (made by it)")
     parser.add_argument("--val-fraction", type=float, default=0.25)
+    parser.add_argument("--model", help="a model pretrained on this survey: the colours its embedding holds")
     args = parser.parse_args(argv)
     data = ShardSet(args.data)
     held = split_indices(data.ids, "val", args.val_fraction)
@@ -87,6 +116,8 @@ def main(argv: list[str] | None = None) -> dict:
     out["ellipticity"] = {"adaptive-moments |e| (HSM), linear": cv_r2(LinearRegression(), e[ok, None], ell)}
     out["hlr_arcsec"] = {"adaptive-moments sigma (HSM), linear": cv_r2(LinearRegression(), sigma[ok, None], hlr)}
     out["n_held_out"] = {"objects": int(len(held)), "hsm_failures": int((~ok).sum())}
+    if args.model:
+        out["embedding colours"] = embedding_colours(args.model, data, held)
     path = Path(args.data).parent / "limits.json"
     atomic_write_text(path, json.dumps(out, indent=2))
     for label, values in out.items():

@@ -64,3 +64,16 @@ def test_equal_flops_ladder_gives_each_size_the_same_compute(tmp_path):
     assert spent[0][0] > spent[1][0] > spent[2][0]  # smaller models train longer
     for steps, flops in spent:
         assert flops == pytest.approx(1e13, rel=1.0 / steps)  # within one step of the budget
+
+
+def test_embedding_only_levers_reuse_the_model_of_their_base(tmp_path):
+    budget = science.Budget.quick()
+    concat = "default + blocks 1-3 concatenated"
+    assert science.lever_tag(concat, 9) == science.lever_tag("default (tiny-cpu)", 9)
+    trained = science.run_config(tmp_path, "t", budget, science.weight_overrides(science.LEVERS[concat]))
+    base = science.run_config(tmp_path, "t", budget, science.LEVERS["default (tiny-cpu)"])
+    assert science.run_hash(trained) == science.run_hash(base)
+    probed = science.run_config(tmp_path, "t", budget, science.LEVERS[concat])
+    assert probed.model.embed_layers == [1, 2, 3]
+    # A lever that changes the weights keeps its own folder.
+    assert science.lever_tag("default + AR and masked (weight 1)", 9) != science.lever_tag("default (tiny-cpu)", 9)

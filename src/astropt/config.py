@@ -15,6 +15,7 @@ scalars, so ``true``, ``1e-3`` and ``[1, 2]`` have their natural types.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import string
 from collections.abc import Callable
@@ -390,6 +391,9 @@ class ModelConfig:
     which the original DESI and the Euclid models were trained with."""
     attn: Literal["causal", "full"] = "causal"
     """Attention mask of the transformer: causal (AR) or full (masked objective)."""
+    mask_token: bool = False
+    """A learned token that stands in for hidden tokens: always there with ``attn: full``;
+    ``train.objective: ar_mae`` sets it for its causal model."""
     modalities: list[ModalityConfig] = field(default_factory=lambda: [ModalityConfig()])
     """The modalities, in sequence order (see ``modality_order``)."""
     modality_order: Literal["sorted", "config", "shuffle"] = "sorted"
@@ -399,6 +403,9 @@ class ModelConfig:
     """Prepend a learned begin token to each modality's segment (multimodal models)."""
     embed_layer: int = -1
     """Block index (0-based) whose output is the default embedding; -1 = n_layer // 2."""
+    embed_layers: list[int] = field(default_factory=list)
+    """Blocks (0-based, in this order) whose pooled outputs, concatenated, are the default
+    embedding (``len(embed_layers)`` x the pooled width); empty: the one block ``embed_layer``."""
     embed_pool: PoolName = "mean"
     """Default pooling of token embeddings (``mean_max``: mean and max concatenated, 2x wide;
     ``mean_max_std``: also the standard deviation over tokens, 3x wide)."""
@@ -430,6 +437,7 @@ class ModelConfig:
             raise ConfigError(
                 f"model.embed_layer {self.embed_layer} out of range for n_layer {self.n_layer}"
             )
+        self._check_embed_layers()
         if self.backbone == "llm" and (self.attn != "causal" or not self.modality_tokens):
             raise ConfigError(
                 "model.backbone 'llm' needs attn: causal and modality_tokens: true (each modality "
@@ -442,6 +450,16 @@ class ModelConfig:
                 f"model.block_size {self.block_size} is smaller than the sequence "
                 f"({n_tokens} tokens from {names})"
             )
+
+    def _check_embed_layers(self) -> None:
+        bad = [k for k in self.embed_layers if not 0 <= k < self.n_layer]
+        if bad:
+            raise ConfigError(
+                f"model.embed_layers {self.embed_layers}: blocks {bad} out of range 0..{self.n_layer - 1} "
+                f"(n_layer {self.n_layer}); list block indices, e.g. [1, 2, 3]"
+            )
+        if len(set(self.embed_layers)) != len(self.embed_layers):
+            raise ConfigError(f"model.embed_layers {self.embed_layers} repeats a block; list each block once")
 
     def _check_text(self, names: list[str]) -> None:
         if not self.text.enabled:
@@ -527,9 +545,15 @@ class TrainConfig:
     """Optimisation, precision, checkpointing and logging of a training run."""
 
     out_dir: str = "runs/tiny"
-    objective: Literal["ar", "mae"] = "ar"
+    objective: Literal["ar", "mae", "ar_mae"] = "ar"
+    """``ar``: next-token prediction (causal attention); ``mae``: reconstruct the tokens hidden
+    by ``mask_ratio`` (full attention); ``ar_mae``: both on each batch, summed as
+    AR + ``mae_weight`` x MAE (one model with ``attn: causal``; the masked branch attends in
+    full within the same forward pass)."""
     mask_ratio: float = 0.5
-    """Fraction of tokens masked by the ``mae`` objective."""
+    """Fraction of tokens masked by the ``mae`` and ``ar_mae`` objectives."""
+    mae_weight: float = 1.0
+    """``ar_mae``: weight of the masked-token loss added to the AR loss."""
     norm_targets: bool = False
     """``mae``: standardise each target patch before the loss."""
     max_steps: int = 1000
@@ -577,6 +601,11 @@ class TrainConfig:
             raise ConfigError(f"train.max_steps must be positive, got {self.max_steps}")
         if not 0.0 < self.mask_ratio < 1.0:
             raise ConfigError(f"train.mask_ratio must be in (0, 1), got {self.mask_ratio}")
+        if not (math.isfinite(self.mae_weight) and self.mae_weight > 0):
+            raise ConfigError(
+                f"train.mae_weight must be a positive number, got {self.mae_weight}: it weighs the "
+                "masked-token loss of objective ar_mae (1.0: equal to the AR loss)"
+            )
         if self.grad_accum <= 0:
             raise ConfigError("train.grad_accum must be positive")
         for name in ("warmup_steps", "ckpt_interval", "ckpt_count", "keep_last", "eval_interval", "eval_batches",
@@ -597,7 +626,15 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         # Cross-section checks: each section is valid alone, these hold between sections.
-        want = "full" if self.train.objective == "mae" else "causal"
+        want = "full" if self.train.objective == "mae" else "causal"  # ar_mae: causal, full per call
+        if self.train.objective == "ar_mae":
+            if self.model.backbone != "native":
+                raise ConfigError(
+                    "train.objective=ar_mae runs a full-attention pass of the model, which the "
+                    f"{self.model.backbone!r} backbone (causal only) cannot; use objective ar or "
+                    "model.backbone: native"
+                )
+            self.model.mask_token = True  # its masked branch hides tokens behind the mask token
         if self.model.attn != want:
             raise ConfigError(
                 f"train.objective={self.train.objective!r} needs model.attn={want!r} "

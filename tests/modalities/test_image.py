@@ -171,3 +171,15 @@ def test_negative_flux_scale_is_a_config_error():
 
     with pytest.raises(ConfigError, match="flux_scale"):
         image_modality(flux_features=True, flux_scale=-1.0)
+
+
+def test_patch_4_of_the_survey_image_with_spiral_order_and_flux_features():
+    """The ``patch 4`` lever: 64x64 griz cut into 256 tokens, spiral order, flux features."""
+    image = torch.from_numpy(np.random.default_rng(1).normal(0.01, 0.003, (4, 64, 64))).float()
+    spiral, raster = (image_modality(channels=4, patch=4, order=order, size=64, flux_features=True,
+                                     flux_scale=0.002) for order in ("spiral", "raster"))
+    tokens = spiral.tokenize(image)
+    assert tokens.values.shape == (256, 4 * 4 * 4 + 8) and spiral.config.input_size == 72
+    order = list(spiral_order(16, 16))
+    torch.testing.assert_close(tokens.values, raster.tokenize(image).values[order])  # same tokens, spiral order
+    torch.testing.assert_close(spiral.detokenize(tokens), image, rtol=1e-4, atol=1e-6)

@@ -103,7 +103,7 @@ class AstroPT(PretrainedMixin, nn.Module):
             self.begin_tokens = nn.ParameterDict(
                 {m.name: nn.Parameter(torch.zeros(c)) for m in config.modalities}
             )
-        if config.attn == "full":
+        if config.attn == "full" or config.mask_token:
             self.mask_token = nn.Parameter(torch.zeros(c))
         self.drop = nn.Dropout(config.dropout)
         causal = config.attn == "causal"
@@ -120,7 +120,7 @@ class AstroPT(PretrainedMixin, nn.Module):
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
         for p in getattr(self, "begin_tokens", {}).values():
             nn.init.normal_(p, std=0.02)
-        if config.attn == "full":
+        if config.attn == "full" or config.mask_token:
             nn.init.normal_(self.mask_token, std=0.02)
         # Built after the init above, which must not touch the LLM's (pretrained) weights.
         self.llm = LLMBackbone(config, llm_files) if llm else None
@@ -260,18 +260,22 @@ class AstroPT(PretrainedMixin, nn.Module):
         """Run blocks ``0..upto`` (inclusive; all when None) over the residual stream."""
         return self.backbone.run(x, key_mask, upto, caches)
 
-    def final_hidden(self, x: torch.Tensor, key_mask: torch.Tensor | None = None, caches=None) -> torch.Tensor:
-        """All blocks and the final norm: the hidden states the decoders read."""
-        return self.backbone.final(x, key_mask, caches)
+    def final_hidden(self, x: torch.Tensor, key_mask: torch.Tensor | None = None, caches=None,
+                     causal: bool | None = None) -> torch.Tensor:
+        """All blocks and the final norm: the hidden states the decoders read (``causal``:
+        this call's attention mask; None: ``model.attn``)."""
+        return self.backbone.final(x, key_mask, caches, causal=causal)
 
     def forward(
         self,
         batch: dict[str, torch.Tensor],
         hide: dict[str, torch.Tensor] | None = None,
+        causal: bool | None = None,
     ) -> tuple[torch.Tensor, Sequence]:
-        """Final hidden states ``(B, T, C)`` (after ``ln_f``) and the sequence layout."""
+        """Final hidden states ``(B, T, C)`` (after ``ln_f``) and the sequence layout
+        (``causal=False``: full attention in this call, whatever ``model.attn``)."""
         seq = self.assemble(self.tokenize_text(batch), hide=hide)
-        return self.final_hidden(seq.x, seq.key_mask), seq
+        return self.final_hidden(seq.x, seq.key_mask, causal=causal), seq
 
     def decode(self, name: str, hidden: torch.Tensor) -> torch.Tensor:
         """Map hidden states to token vectors (logits, for discrete codes and text) of ``name``."""
@@ -323,21 +327,32 @@ class AstroPT(PretrainedMixin, nn.Module):
         weights: dict[str, torch.Tensor] | None = None,
         norm_targets: bool = False,
         per_object: bool = False,
+        mae_weight: float = 1.0,
     ) -> torch.Tensor:
         """Training loss of a batch: mean over modalities of weighted Huber losses.
 
         Args:
-            objective: ``ar`` (next token) or ``mae`` (masked tokens, needs ``hide``).
-            hide: for ``mae``, per modality ``(B, n)`` bool of masked tokens.
+            objective: ``ar`` (next token), ``mae`` (masked tokens, needs ``hide``) or
+                ``ar_mae``: the AR loss plus ``mae_weight`` x the masked-token loss of the
+                same batch, the masked branch with full attention (whatever ``model.attn``).
+            hide: for ``mae`` / ``ar_mae``, per modality ``(B, n)`` bool of masked tokens.
             weights: optional per-modality ``(B, n)`` or ``(B, n, D)`` loss weights
                 (e.g. inverse variances); multiplied into the element-wise loss. By
                 default a batch's ``f"{name}_weights"`` entries are used.
-            norm_targets: ``mae`` only: standardise each target token before the loss.
+            norm_targets: masked tokens only: standardise each target token before the loss.
             per_object: return the ``(B,)`` loss of each object (its real tokens' mean, per
                 modality, then the weighted mean over modalities) instead of the batch's
                 (every real token of the batch counts once).
+            mae_weight: ``ar_mae`` only: the weight of the masked-token loss.
         """
         batch = self.tokenize_text(batch)
+        if objective == "ar_mae":
+            ar = self._objective_loss(batch, "ar", None, weights, norm_targets, per_object)
+            masked = self._objective_loss(batch, "mae", hide, weights, norm_targets, per_object, causal=False)
+            return ar + mae_weight * masked
+        return self._objective_loss(batch, objective, hide, weights, norm_targets, per_object)
+
+    def _objective_loss(self, batch, objective, hide, weights, norm_targets, per_object, causal=None) -> torch.Tensor:
         if objective == "ar":
             h, seq = self(batch)
             items = self.ar_predictions(h, seq, batch)
@@ -345,7 +360,10 @@ class AstroPT(PretrainedMixin, nn.Module):
         elif objective == "mae":
             if hide is None:
                 raise ValueError("the mae objective needs a `hide` mask per modality")
-            h, seq = self(batch, hide=hide)
+            if "mask_token" not in self._parameters:
+                raise ValueError("this model has no mask token to hide tokens with: build it with "
+                                 "model.mask_token: true (objective ar_mae sets it) or attn: full")
+            h, seq = self(batch, hide=hide, causal=causal)
             items = {}
             for s in seq.segments:
                 pred = self.decode(s.name, h[:, s.start : s.start + s.length])
@@ -358,8 +376,10 @@ class AstroPT(PretrainedMixin, nn.Module):
                 items[s.name] = (pred, target, mask if real is None else mask & real)
             offsets = {s.name: 0 for s in seq.segments}
         else:
-            raise ValueError(f"unknown objective {objective!r}; use 'ar' or 'mae'")
+            raise ValueError(f"unknown objective {objective!r}; use 'ar', 'mae' or 'ar_mae'")
+        return self._reduce(batch, items, offsets, weights, per_object, h)
 
+    def _reduce(self, batch, items, offsets, weights, per_object, h) -> torch.Tensor:
         if weights is None:
             weights = {n: batch[f"{n}_weights"] for n in items if f"{n}_weights" in batch}
         total = h.new_zeros((), dtype=torch.float32)
@@ -440,13 +460,26 @@ class AstroPT(PretrainedMixin, nn.Module):
             raise ValueError(f"unknown pooling {pool!r}; choose from {POOLS}")
         return pool
 
-    def feature_width(self, pool: str | None, names: list[str]) -> int:
+    def feature_width(self, pool: str | None, names: list[str], layer: int | None = None) -> int:
         """Width of the main embedding (:func:`astropt.model.astropt.main_embedding`) of
-        modalities ``names``."""
+        modalities ``names``: of block ``layer``, or (None) the default embedding."""
         pool = self._check_pool(pool)
         if pool == "none":
             raise ValueError("pool 'none' gives token embeddings (B, n, C), not one vector per object")
-        return self.config.n_embd if len(names) > 1 else pooled_width(self.config.n_embd, pool)
+        one = self.config.n_embd if len(names) > 1 else pooled_width(self.config.n_embd, pool)
+        return one * (len(self.config.embed_layers) if layer is None and self.config.embed_layers else 1)
+
+    def embedding_features(
+        self, batch: dict[str, torch.Tensor], layer: int | None = None, pool: str | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Per-modality embeddings of block ``layer`` or (None) the default embedding: block
+        ``embed_layer``'s, or the blocks of ``embed_layers`` concatenated in that order along
+        the last axis. Keeps gradients (:meth:`embed` is its no-grad form)."""
+        layers = [layer] if layer is not None else (self.config.embed_layers or None)
+        per_layer = self.features(batch, layers, pool)
+        if len(per_layer) == 1:
+            return per_layer[0]
+        return {k: torch.cat([d[k] for d in per_layer], dim=-1) for k in per_layer[0]}
 
     def inference_copy(self, dtype: torch.dtype, compile: bool = False) -> AstroPT:
         """This model for inference in ``dtype``: itself for fp32, else an eval-mode copy with
@@ -473,12 +506,14 @@ class AstroPT(PretrainedMixin, nn.Module):
         layer: int | None = None,
         pool: str | None = None,
     ) -> dict[str, torch.Tensor]:
-        """Per-modality embeddings from the output of block ``layer`` (see :meth:`features`).
+        """Per-modality embeddings from the output of block ``layer`` (see :meth:`features`);
+        None: the default embedding (``embed_layers`` concatenated, when set; see
+        :meth:`embedding_features`).
 
         ``pool``: ``mean`` / ``mean_max`` / ``mean_max_std`` / ``last`` / ``exp_decay`` over
         each modality's real tokens, or ``none`` for the token embeddings ``(B, n, C)``.
         """
-        return self.features(batch, None if layer is None else [layer], pool)[0]
+        return self.embedding_features(batch, layer, pool)
 
     @torch.no_grad()
     def embed_all_layers(self, batch: dict[str, torch.Tensor], pool: str = "mean") -> list[dict[str, torch.Tensor]]:

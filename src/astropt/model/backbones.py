@@ -51,14 +51,15 @@ class NativeBackbone:
     def __init__(self, blocks: nn.ModuleList, ln_f: nn.Module, config: ModelConfig):
         self.blocks, self.ln_f, self.config = blocks, ln_f, config
 
-    def run(self, x, key_mask=None, upto=None, caches=None) -> torch.Tensor:
+    def run(self, x, key_mask=None, upto=None, caches=None, causal=None) -> torch.Tensor:
         last = len(self.blocks) - 1 if upto is None else upto
         for i, block in enumerate(self.blocks[: last + 1]):
-            x = block(x, key_mask=key_mask, cache=None if caches is None else caches[i])
+            x = block(x, key_mask=key_mask, cache=None if caches is None else caches[i], causal=causal)
         return x
 
-    def final(self, x, key_mask=None, caches=None) -> torch.Tensor:
-        return self.ln_f(self.run(x, key_mask, caches=caches))
+    def final(self, x, key_mask=None, caches=None, causal=None) -> torch.Tensor:
+        """``causal``: this call's attention mask (None: the blocks' own, ``model.attn``)."""
+        return self.ln_f(self.run(x, key_mask, caches=caches, causal=causal))
 
     def layers(self, x, key_mask=None) -> Iterator[torch.Tensor]:
         for block in self.blocks:
@@ -194,7 +195,10 @@ class LLMBackbone(nn.Module):
         hidden = self._hidden_states(x, key_mask, caches)
         return hidden[-1] if upto is None else hidden[upto + 1]
 
-    def final(self, x, key_mask=None, caches=None) -> torch.Tensor:
+    def final(self, x, key_mask=None, caches=None, causal=None) -> torch.Tensor:
+        if causal is False:
+            raise ValueError("the llm backbone attends causally only; full attention (the masked "
+                             "branch of objective ar_mae) needs model.backbone: native")
         return self._hidden_states(x, key_mask, caches)[-1]
 
     def layers(self, x, key_mask=None) -> Iterator[torch.Tensor]:

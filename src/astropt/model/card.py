@@ -50,7 +50,9 @@ def model_card(
         ("blocks x heads x width", f"{config.n_layer} x {config.n_head} x {config.n_embd}"),
         ("block size", str(config.block_size)),
         ("tokeniser", config.tokeniser),
-        ("default embedding", f"block {config.default_embed_layer} output, {config.embed_pool} pooled"),
+        ("default embedding", (f"blocks {config.embed_layers} outputs, each {config.embed_pool} pooled, "
+                               "concatenated") if config.embed_layers
+         else f"block {config.default_embed_layer} output, {config.embed_pool} pooled"),
     ]
     lines = [
         "---", data.to_yaml(), "---", "",

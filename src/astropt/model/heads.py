@@ -23,7 +23,7 @@ def pooled_features(
 
     The same vector as ``AstroPT.embed`` gives (and the embed task stores as ``embedding``).
     """
-    return main_embedding(model.features(batch, None if layer is None else [layer], pool)[0])
+    return main_embedding(model.embedding_features(batch, layer, pool))
 
 
 class TaskHead(nn.Module):

@@ -103,12 +103,16 @@ class SelfAttention(nn.Module):
         x: torch.Tensor,
         key_mask: torch.Tensor | None = None,
         cache: KVCache | None = None,
+        causal: bool | None = None,
     ) -> torch.Tensor:
         """Args:
         x: ``(B, T, C)`` inputs (new positions only, when ``cache`` is given).
         key_mask: ``(B, S)`` bool, True where a key position is a real token (S = keys seen).
         cache: keys/values of earlier positions; the new ones are appended to it.
+        causal: this call's mask, overriding the module's (``False``: full attention, for
+            the masked branch of the ``ar_mae`` objective); None: the module's own.
         """
+        causal = self.causal if causal is None else causal
         b, t, c = x.shape
         q, k, v = self.c_attn(x).split(c, dim=2)
         # (B, T, C) -> (B, n_head, T, head_dim)
@@ -123,9 +127,9 @@ class SelfAttention(nn.Module):
 
         attn_mask = None
         is_causal = False
-        if key_mask is not None or (self.causal and offset > 0 and t > 1):
+        if key_mask is not None or (causal and offset > 0 and t > 1):
             attn_mask = torch.ones(t, s, dtype=torch.bool, device=x.device)
-            if self.causal:
+            if causal:
                 attn_mask = torch.tril(attn_mask, diagonal=offset)
             if key_mask is not None:
                 attn_mask = attn_mask & key_mask[:, None, None, :s]  # (B, 1, T, S)
@@ -134,7 +138,7 @@ class SelfAttention(nn.Module):
                 # then leak into real tokens through 0 * NaN. Real queries are unaffected.
                 rows = torch.arange(offset, offset + t, device=x.device)
                 attn_mask = attn_mask | (rows[:, None] == torch.arange(s, device=x.device))
-        elif self.causal and t > 1:
+        elif causal and t > 1:
             is_causal = True
         dropout = self.dropout if self.training else 0.0
         y = attention(q, k, v, attn_mask, dropout, is_causal, self.attention_kernel)
@@ -168,6 +172,7 @@ class Block(nn.Module):
         x: torch.Tensor,
         key_mask: torch.Tensor | None = None,
         cache: KVCache | None = None,
+        causal: bool | None = None,
     ) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x), key_mask=key_mask, cache=cache)
+        x = x + self.attn(self.ln_1(x), key_mask=key_mask, cache=cache, causal=causal)
         return x + self.mlp(self.ln_2(x))

@@ -162,12 +162,18 @@ def model_meta(model: AstroPT, named: str | None, layer: int | None, all_layers:
         "source": extra.get("source") or named,
         "preprocessing": extra.get("preprocessing"),
         "part_size": int(part_size),
-        "layer": "all" if all_layers else (model.config.default_embed_layer if layer is None else layer),
+        "layer": "all" if all_layers else (default_layers(model.config) if layer is None else layer),
         "pool": pool,
         "modalities": [m.name for m in configs],
         "dtype": str(amp).removeprefix("torch."),
         "compile": bool(compiled),  # the compiled kernels round bf16 differently: not mixed in one output
     }
+
+
+def default_layers(config) -> int | list[int]:
+    """The block(s) of a model's default embedding, as the metadata records them: the one
+    block, or the list ``embed_layers`` whose pooled outputs it concatenates."""
+    return list(config.embed_layers) if config.embed_layers else config.default_embed_layer
 
 
 def _embed_parts(model: AstroPT, data: ShardSet, configs: list, indices: np.ndarray, out: Path,

@@ -124,7 +124,7 @@ def labelled_splits(
 
 def _prepare_model(model: AstroPT, lora_rank: int, full: bool, n_out: int, layer: int | None,
                    pool: str | None, names: list[str]) -> FinetuneModel:
-    width = model.feature_width(pool, names)  # before peft: a bad pool fails fast
+    width = model.feature_width(pool, names, layer)  # before peft: a bad pool fails fast
     if full:
         backbone: torch.nn.Module = model
         for p in model.parameters():

@@ -186,7 +186,7 @@ def embed_image(model: AstroPT, image: np.ndarray, meta: dict[str, Any]) -> np.n
         raise DataError("the model has no image modality; cannot embed an image query")
     batch, _ = Collator(images[:1])([{"id": "query image", images[0].field: image}])
     layer = meta.get("layer")
-    layer = None if layer in (None, "all") else int(layer)
+    layer = None if layer in (None, "all") or isinstance(layer, list) else int(layer)  # list: embed_layers
     amp = resolve_dtype(meta.get("dtype", "float32"), "cpu")
     return embed_batch(model, batch, layer, False, meta.get("pool"), "cpu", amp)["embedding"]
 

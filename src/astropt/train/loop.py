@@ -60,8 +60,10 @@ class LossModule(torch.nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, batch: dict[str, torch.Tensor], objective: str, hide: dict | None, norm_targets: bool):
-        return self.model.loss(batch, objective=objective, hide=hide, norm_targets=norm_targets)
+    def forward(self, batch: dict[str, torch.Tensor], objective: str, hide: dict | None, norm_targets: bool,
+                mae_weight: float = 1.0):
+        return self.model.loss(batch, objective=objective, hide=hide, norm_targets=norm_targets,
+                               mae_weight=mae_weight)
 
 
 # ----------------------------------------------------------------------------- set-up
@@ -254,11 +256,11 @@ def gradient_sync(module: torch.nn.Module, enabled: bool) -> Iterator[None]:
 def compute_loss(c: Components, batch: dict[str, torch.Tensor], seed: list[int]) -> torch.Tensor:
     t = c.cfg.train
     hide = None
-    if t.objective == "mae":
+    if t.objective in ("mae", "ar_mae"):
         names = [m.name for m in c.cfg.model.modalities if m.name in batch]
         hide = hide_masks(batch, names, t.mask_ratio, seed)
     with autocast(c.info.device, c.dtype):
-        return c.wrapped(batch, t.objective, hide, t.norm_targets)
+        return c.wrapped(batch, t.objective, hide, t.norm_targets, t.mae_weight)
 
 
 def train_step(c: Components, batches: Iterator, step: int) -> float:
