@@ -119,3 +119,4 @@ def test_bf16_training_with_recompute_follows_sdpa():
     assert ours[-1] < ours[0]
     for a, b in zip(ours, sdpa, strict=True):
         assert abs(a - b) <= 0.02 * abs(b)
+
