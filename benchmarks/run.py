@@ -182,7 +182,7 @@ def section_configs(b: Bench) -> dict:
 SDPA = {"attention": "sdpa"}  # torch's fused attention backward, as before the recompute kernel
 LEVERS = {  # one change each from the bf16 step before (per-op autocast, SDPA), 24M harness shape
     "autocast (before)": {"mixed_precision": "autocast", **SDPA},
-    "cast_once": {"mixed_precision": "cast_once", **SDPA},
+    "cast_once (SDPA)": {"mixed_precision": "cast_once", **SDPA},
     "autocast+compile": {"mixed_precision": "autocast", "compile": True, **SDPA},
     "cast_once+compile": {"mixed_precision": "cast_once", "compile": True, **SDPA},
     "cast_once+sdpa math": {"mixed_precision": "cast_once", "sdpa": "math", **SDPA},

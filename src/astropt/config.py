@@ -278,6 +278,10 @@ AttentionKernelName = Literal["auto", "sdpa", "recompute"]
 (SDPA's flash forward, a bf16 backward of our own for CPUs: :mod:`astropt.model.attention`);
 ``auto`` picks by device and dtype."""
 ATTENTION_KERNELS: tuple[str, ...] = get_args(AttentionKernelName)
+COMPILE_MIN_OBJECTS = 20_000
+"""``astropt embed`` compiles jobs of at least this many objects by default: at the 24M
+model's 120 objects/s (bf16, 2 CPU cores) that is almost 3 minutes, against about 15 s of
+compilation (:func:`astropt.tasks.embed.resolve_compile`)."""
 
 PoolName = Literal["mean", "mean_max", "mean_max_std", "last", "exp_decay", "none"]
 """How token embeddings are pooled into one vector per object (``none``: no pooling)."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from astropt.config import DTYPE_NAMES, POOLS, PRECISIONS, PROBES
+from astropt.config import COMPILE_MIN_OBJECTS, DTYPE_NAMES, POOLS, PRECISIONS, PROBES
 from astropt.tasks.ann import INDEX_KINDS
 
 FUNCTION_DEFAULT = "default: the function's"
@@ -59,8 +59,9 @@ def _embed(sub) -> None:
     p.add_argument("--stream", action="store_true", default=None,
                    help="read a raw source as a stream split by rank (hub ids and Parquet through HF datasets "
                    "streaming; files read in place), never prepared on disk; a rerun resumes where it stopped")
-    p.add_argument("--compile", action="store_true", default=None,
-                   help="torch.compile the model's blocks: seconds of compilation for faster batches (surveys)")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="torch.compile the model's blocks: seconds of compilation for faster batches "
+                   f"(default: on for bf16 jobs of {COMPILE_MIN_OBJECTS:,} objects or more; streams: when asked)")
     p.set_defaults(func=run_embed)
 
 

@@ -29,7 +29,7 @@ import torch
 from tqdm.auto import tqdm
 
 from astropt.atomic import atomic_path, atomic_write_text
-from astropt.config import PRECISIONS, config_hash
+from astropt.config import COMPILE_MIN_OBJECTS, PRECISIONS, config_hash
 from astropt.data.shards import ShardSet
 from astropt.errors import DataError
 from astropt.locks import output_lock
@@ -65,7 +65,7 @@ def embed(
     limit: int = 0,
     precision: str = "float32",
     stream: bool = False,
-    compile: bool = False,
+    compile: bool | None = None,
 ) -> Path:
     """Embed every object of ``data`` (or ``indices`` of it) with ``model`` into ``out``.
 
@@ -86,7 +86,8 @@ def embed(
             HDF5 read in place); resumable from the saved stream positions (see
             :mod:`astropt.tasks.embed_stream`).
         compile: compile the model's blocks (``torch.compile``): seconds of compilation
-            for 1.1-1.3x faster batches (bf16 on CPU); for surveys, not a handful of objects.
+            for faster batches (1.7x for the bf16 24M model on CPU, benchmarks/RESULTS.md);
+            None: :func:`resolve_compile` (on for bf16 jobs of many objects, off otherwise).
 
     ``out`` ending in ``.parquet`` is one merged file; any other name is a partitioned
     dataset: a folder of ``part-NNNNNN.parquet`` files and ``_manifest.json`` (provenance:
@@ -119,7 +120,7 @@ def embed(
 
 def _embed(model, data, out: Path, layer, pool, batch_size: int, dtype: str, device, part_size: int,
            modalities, indices, progress: bool, limit: int, rank: int, world: int, precision: str,
-           compile: bool = False) -> Path:
+           compile: bool | None = None) -> Path:
     named = None if isinstance(model, AstroPT) else str(model)
     model = load_model(model, device).to(device).eval()
     if rank == 0:  # a raw source is prepared once, by rank 0; the others open it after
@@ -135,6 +136,7 @@ def _embed(model, data, out: Path, layer, pool, batch_size: int, dtype: str, dev
     layer = None if all_layers or layer is None else int(layer)
     pool = pool or model.config.embed_pool
     amp = resolve_dtype(dtype, device, model.config.n_embd)
+    compile = resolve_compile(compile, len(indices), device, amp)
     meta = {
         **model_meta(model, named, layer, all_layers, pool, configs, amp, precision, part_size, compile),
         "data": str(getattr(data, "directory", "")),
@@ -148,6 +150,19 @@ def _embed(model, data, out: Path, layer, pool, batch_size: int, dtype: str, dev
         _embed_parts(model.inference_copy(amp, compile), data, configs, indices, out, meta, layer, all_layers, batch_size,
                      amp, device, progress, rank, world)
     return out
+
+
+def resolve_compile(compile: bool | None, n_objects: int | None, device: Any, dtype: torch.dtype) -> bool:
+    """Whether an embedding job compiles its model: as asked, or (None) when it has
+    :data:`~astropt.config.COMPILE_MIN_OBJECTS` objects or more, computes in bf16 (where
+    compiling was measured to win) and ``torch.compile`` can build kernels here (a GPU, or a
+    C++ compiler). A stream's length is unknown: it compiles only when asked."""
+    if compile is not None:
+        return compile
+    from astropt.model.attention import _have_compiler
+
+    large = n_objects is not None and n_objects >= COMPILE_MIN_OBJECTS
+    return large and dtype == torch.bfloat16 and (str(device).startswith("cuda") or _have_compiler())
 
 
 def model_meta(model: AstroPT, named: str | None, layer: int | None, all_layers: bool, pool: str,

@@ -78,7 +78,7 @@ class StreamJob:
     progress: bool = True
     limit: int = 0
     precision: str = "float32"
-    compile: bool = False
+    compile: bool | None = None  # None: embed.resolve_compile (a stream compiles only when asked)
 
 
 def state_path(folder: Path, rank: int) -> Path:
@@ -157,6 +157,7 @@ def embed_stream(model: AstroPT | str | os.PathLike, data: str | os.PathLike, ou
     layer = None if all_layers or job.layer is None else int(job.layer)
     pool = job.pool or model.config.embed_pool
     amp = resolve_dtype(job.dtype, device, model.config.n_embd)
+    job = replace(job, compile=embed_module.resolve_compile(job.compile, None, device, amp))
     meta = {
         **embed_module.model_meta(model, named, layer, all_layers, pool, configs, amp, job.precision, job.part_size,
                                   job.compile),
