@@ -69,10 +69,12 @@ def resolve_device(name: str | torch.device = "auto", local_rank: int = 0) -> to
     return device
 
 
-BF16_CPU_MIN_WIDTH = 192
-"""``auto`` on a bf16 CPU picks fp32 for models narrower than this (``n_embd``): their matmuls
-are too small for the bf16 units to pay for the casts around them. Measured by the ``width``
-section of ``benchmarks.run`` (benchmarks/RESULTS.md: bf16 0.66x of fp32 at 96 wide, 1.21x at 192)."""
+BF16_CPU_MIN_WIDTH = 96
+"""``auto`` on a bf16 CPU picks fp32 for models narrower than this (``n_embd``), the
+narrowest width measured. Measured by the ``width`` section of ``benchmarks.run``
+(benchmarks/RESULTS.md): since the bf16 GELU and attention-backward kernels of
+:mod:`astropt.model.transformer` and :mod:`astropt.model.attention`, bf16 is 1.55x fp32 at 96
+wide and 2.5-3.3x from 192 up (before them: 0.66x at 96, 1.21x at 192, so the rule was 192)."""
 
 
 def resolve_dtype(name: str, device: str | torch.device, width: int | None = None) -> torch.dtype:
