@@ -62,11 +62,12 @@ def test_killed_run_resumes_at_any_world_size(model_dir, shard_dir, tmp_path):
                       device="cpu", progress=False)
     for nproc_after in (1, 2):
         out = tmp_path / f"resumed{nproc_after}.parquet"
-        killed = _kill_after_first_parts(torchrun(2, model_dir, shard_dir, out, part_size=2),
+        # one object per part: the most parts after the first, so the kill lands mid-run
+        killed = _kill_after_first_parts(torchrun(2, model_dir, shard_dir, out, part_size=1),
                                          tmp_path / f"resumed{nproc_after}.parquet.parts")
         assert killed, "the run finished before it could be killed; make the job longer"
         assert not out.exists()
-        proc = subprocess.run(torchrun(nproc_after, model_dir, shard_dir, out, part_size=2), env=ENV,
+        proc = subprocess.run(torchrun(nproc_after, model_dir, shard_dir, out, part_size=1), env=ENV,
                               capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stderr[-3000:]
         same_table(reference, out)
