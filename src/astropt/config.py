@@ -576,7 +576,7 @@ class TrainConfig:
     copy of the weights, refreshed once per step from the fp32 master weights) or ``auto``."""
     attention: AttentionKernelName = "auto"
     """Attention kernel: ``sdpa``, ``recompute`` (a faster CPU backward in bf16, see
-    :mod:`astropt.model.attention`) or ``auto`` (recompute for bf16 on CPU)."""
+    ``astropt.model.attention``) or ``auto`` (recompute for bf16 on CPU)."""
     compile: bool = False
     device: str = "auto"
     fsdp: bool = False
