@@ -39,7 +39,7 @@ from astropt.tasks.attention_probe import AttentionProbeConfig
 from astropt.tasks.common import model_batches, used_modalities
 from astropt.tasks.demo import DEMO_LABELS
 from astropt.tasks.probe import probe_arrays
-from benchmarks.science import HERE, Budget, markdown_table, pretrain, run_config
+from benchmarks.science import HERE, Budget, markdown_table, pretrain, run_config, survey
 
 log = logging.getLogger("attention_probe")
 PROBES = ("ridge", "mlp", "attention")
@@ -101,11 +101,7 @@ def main(argv: list[str] | None = None) -> dict:
     out = Path(args.out) / ("quick" if args.quick else "full")
     out.mkdir(parents=True, exist_ok=True)
 
-    from astropt.data.synthetic import synthesize
-
-    synthesize(out / "data", budget.n, seed=budget.seed, image_size=64, bands="griz", workers=2,
-               spectra=False, progress=False)
-    data = ShardSet(out / "data")
+    data = survey(out, budget)
     held = split_indices(data.ids, "val", budget.val_fraction)
     targets = list(DEMO_LABELS)
     labels = {t: v[held] for t, v in data.labels(targets).items()}

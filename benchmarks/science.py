@@ -111,6 +111,16 @@ class Budget:
 # ----------------------------------------------------------------------------- our side
 
 
+def survey(out: Path, budget: Budget) -> ShardSet:
+    """The built-in survey of ``budget`` (griz, 64 pixels, no spectra), synthesised once into
+    ``out/data``."""
+    from astropt.data.synthetic import synthesize
+
+    synthesize(out / "data", budget.n, seed=budget.seed, image_size=64, bands="griz", workers=2,
+               spectra=False, progress=False)
+    return ShardSet(out / "data")
+
+
 def run_config(out: Path, tag: str, budget: Budget, overrides: list[str]) -> RunConfig:
     """``configs/tiny-cpu.yaml`` at ``budget`` with ``overrides`` (a lever / a size)."""
     base = [f"data.path={out / 'data'}", f"train.out_dir={out / 'runs' / tag}",
@@ -426,11 +436,7 @@ def main(argv: list[str] | None = None) -> dict:
     out = Path(args.out) / ("quick" if args.quick else "full")
     out.mkdir(parents=True, exist_ok=True)
 
-    from astropt.data.synthetic import synthesize
-
-    synthesize(out / "data", budget.n, seed=budget.seed, image_size=64, bands="griz", workers=2,
-               spectra=False, progress=False)
-    data = ShardSet(out / "data")
+    data = survey(out, budget)
     train_idx = split_indices(data.ids, "train", budget.val_fraction)
     held = split_indices(data.ids, "val", budget.val_fraction)
     targets = list(DEMO_LABELS)
