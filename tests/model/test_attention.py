@@ -85,14 +85,14 @@ def test_recompute_inside_a_compiled_model_keeps_its_gradients():
 
 
 def test_auto_rule_and_the_layers_it_sets(monkeypatch):
-    monkeypatch.setattr(attn, "_have_compiler", lambda: True)
+    monkeypatch.setattr(attn, "have_compiler", lambda: True)
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert attn.resolve_attention_kernel("auto", torch.bfloat16, cpu, compiled=False) == "recompute"
     assert attn.resolve_attention_kernel("auto", torch.float32, cpu, compiled=False) == "sdpa"
     assert attn.resolve_attention_kernel("auto", torch.bfloat16, cpu, compiled=True) == "recompute"
     assert attn.resolve_attention_kernel("auto", torch.bfloat16, cuda, compiled=False) == "sdpa"
     assert attn.resolve_attention_kernel("recompute", torch.float32, cpu, compiled=False) == "recompute"
-    monkeypatch.setattr(attn, "_have_compiler", lambda: False)
+    monkeypatch.setattr(attn, "have_compiler", lambda: False)
     assert attn.resolve_attention_kernel("auto", torch.bfloat16, cpu, compiled=False) == "sdpa"
     layers = torch.nn.Sequential(SelfAttention(16, 2, 0.0, False, True), SelfAttention(16, 2, 0.0, False, True))
     attn.set_attention_kernel(layers, "recompute")

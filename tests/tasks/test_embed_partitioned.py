@@ -111,12 +111,12 @@ def test_compile_by_default_for_large_bf16_jobs_only(monkeypatch):
     from astropt.tasks.embed import resolve_compile
 
     bf16, fp32 = torch.bfloat16, torch.float32
-    monkeypatch.setattr(attention, "_have_compiler", lambda: True)
+    monkeypatch.setattr(attention, "have_compiler", lambda: True)
     assert resolve_compile(None, COMPILE_MIN_OBJECTS, "cpu", bf16)
     assert not resolve_compile(None, COMPILE_MIN_OBJECTS - 1, "cpu", bf16)
     assert not resolve_compile(None, COMPILE_MIN_OBJECTS, "cpu", fp32)
     assert not resolve_compile(None, None, "cpu", bf16)  # a stream: only when asked
     assert resolve_compile(True, 10, "cpu", fp32) and not resolve_compile(False, 10**9, "cpu", bf16)
-    monkeypatch.setattr(attention, "_have_compiler", lambda: False)
+    monkeypatch.setattr(attention, "have_compiler", lambda: False)
     assert not resolve_compile(None, COMPILE_MIN_OBJECTS, "cpu", bf16)
     assert resolve_compile(None, COMPILE_MIN_OBJECTS, "cuda:0", bf16)

@@ -73,7 +73,7 @@ def resolve_attention_kernel(kernel: str, dtype: torch.dtype, device: torch.devi
         return kernel
     if device.type != "cpu" or dtype != torch.bfloat16:
         return "sdpa"
-    if not _have_compiler():
+    if not have_compiler():
         log.warning("no C++ compiler for torch.compile%s: attention trains with SDPA's slower CPU backward "
                     "(install g++ for the faster one; train.attention: sdpa silences this)",
                     " (needed by train.compile too)" if compiled else "")
@@ -82,7 +82,7 @@ def resolve_attention_kernel(kernel: str, dtype: torch.dtype, device: torch.devi
 
 
 @functools.cache
-def _have_compiler() -> bool:
+def have_compiler() -> bool:
     import shutil
 
     from torch._inductor import cpp_builder

@@ -159,10 +159,10 @@ def resolve_compile(compile: bool | None, n_objects: int | None, device: Any, dt
     C++ compiler). A stream's length is unknown: it compiles only when asked."""
     if compile is not None:
         return compile
-    from astropt.model.attention import _have_compiler
+    from astropt.model.attention import have_compiler
 
     large = n_objects is not None and n_objects >= COMPILE_MIN_OBJECTS
-    return large and dtype == torch.bfloat16 and (str(device).startswith("cuda") or _have_compiler())
+    return large and dtype == torch.bfloat16 and (str(device).startswith("cuda") or have_compiler())
 
 
 def model_meta(model: AstroPT, named: str | None, layer: int | None, all_layers: bool, pool: str,
