@@ -28,7 +28,7 @@ from astropt.config import (  # noqa: E402
     load_config,
 )
 from astropt.model import AstroPT  # noqa: E402
-from astropt.runtime import DistInfo  # noqa: E402
+from astropt.runtime import DistInfo, allocator_tuned  # noqa: E402
 from astropt.tasks.demo import find_config  # noqa: E402
 from astropt.train import loop  # noqa: E402
 from astropt.train.optim import param_groups  # noqa: E402
@@ -78,7 +78,7 @@ def run_config(spec: dict) -> tuple[RunConfig, common.Shape]:
     """The run a spec times: a shipped config (``config``: its name in configs/, with
     ``overrides``) as ``astropt train`` runs it, or the harness shape with a plain step
     (no gradient clipping, constant learning rate), as the reference worker runs it."""
-    knobs = {k: spec[k] for k in ("dtype", "mixed_precision", "compile", "grad_accum", "attention") if k in spec}
+    knobs = {k: spec[k] for k in ("dtype", "mixed_precision", "compile", "grad_accum", "attention", "malloc") if k in spec}
     if "config" in spec:
         overrides = [f"train.{k}={v}" for k, v in knobs.items()] + list(spec.get("overrides", []))
         cfg = load_config(find_config(spec["config"]), overrides)
@@ -97,7 +97,7 @@ def prepare_train(spec: dict) -> tuple[Callable[[], None], contextlib.AbstractCo
     context it must run in; and what it computes (tokens, FLOPs, the resolved precision).
 
     Levers (spec keys): ``dtype``, ``mixed_precision``, ``attention``, ``compile``, ``grad_accum``,
-    ``fused`` (False: foreach AdamW), ``sdpa`` (``math``: unfused attention).
+    ``malloc``, ``fused`` (False: foreach AdamW), ``sdpa`` (``math``: unfused attention).
     """
     cfg, shape = run_config(spec)
     device = torch.device(spec.get("device", "cpu"))
@@ -134,6 +134,7 @@ def prepare_train(spec: dict) -> tuple[Callable[[], None], contextlib.AbstractCo
         "dtype_resolved": str(engine.dtype).removeprefix("torch."),
         "precision": engine.precision,
         "attention": engine.attention,
+        "malloc_tuned": allocator_tuned(),
         "n_params": engine.model.num_params(),
         "n_params_matmul": n_mm,
         "flops_per_step": tokens * common.train_flops_per_token(n_mm, shape.n_layer, shape.n_embd, shape.n_tokens),
@@ -178,11 +179,15 @@ def embed_flops_per_token(model: AstroPT, shape: common.Shape) -> float:
     return 2.0 * (blocks + encoder) + 4.0 * run * shape.n_embd * shape.n_tokens
 
 
-def model_gemms(model: AstroPT, rows: int, mode: str) -> list[tuple[int, int, int]]:
-    """``(M, K, N)`` of every matrix product of the model's Linear layers for ``rows`` tokens:
-    the forward of the token encoder and the blocks up to the embedding layer (``embed``), or
-    forward and backward (``X W^T``, ``dY W``, ``dY^T X``) of the encoder and every block
-    (``train``)."""
+def model_gemms(model: AstroPT, rows: int, mode: str) -> list[tuple[int, int, int, str]]:
+    """``(M, K, N, layout)`` of every matrix product of the model's Linear layers for ``rows``
+    tokens: the forward of the token encoder and the blocks up to the embedding layer
+    (``embed``), or forward and backward of the encoder and every block (``train``).
+
+    ``layout`` is how the operands lie in memory when autograd runs them (``T``: the operand
+    is a transposed view): the forward ``X W^T`` is ``NT`` (the weight is stored ``(N, K)``),
+    the input gradient ``dY W`` is ``NN`` and the weight gradient ``dY^T X`` is ``TN``. The
+    AMX kernels run a transposed left operand about 1.5x slower (benchmarks/RESULTS.md)."""
     blocks = list(model.blocks)
     if mode == "embed":
         blocks = blocks[: model.config.default_embed_layer + 1]
@@ -190,28 +195,36 @@ def model_gemms(model: AstroPT, rows: int, mode: str) -> list[tuple[int, int, in
     shapes = []
     for layer in linears:
         n, k = layer.weight.shape
-        shapes.append((rows, k, n))
+        shapes.append((rows, k, n, "NT"))
         if mode == "train":
-            shapes += [(rows, n, k), (n, rows, k)]
+            shapes += [(rows, n, k, "NN"), (n, rows, k, "TN")]
     return shapes
 
 
+def _operand(rows: int, cols: int, transposed: bool, dtype: torch.dtype) -> torch.Tensor:
+    return torch.randn(cols, rows, dtype=dtype).t() if transposed else torch.randn(rows, cols, dtype=dtype)
+
+
 def bench_gemms(spec: dict) -> dict:
-    """The model's matrix products alone, at its shapes, back to back (no attention, norms,
-    activations or casts between them): the ceiling of the MFU a step of it can reach."""
+    """The model's matrix products alone, at its shapes and in autograd's memory layouts,
+    back to back (no attention, norms, activations or casts between them): the ceiling of
+    the MFU a step of it can reach. ``layouts: false`` times every product with contiguous
+    operands instead."""
     model, shape = build(spec)
     dtype = getattr(torch, spec["dtype"])
     rows = spec.get("batch", shape.batch) * shape.n_tokens
-    operands = [(torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype))
-                for m, k, n in model_gemms(model, rows, spec["mode"])]
+    real = spec.get("layouts", True)
+    operands = [(_operand(m, k, real and layout[0] == "T", dtype), _operand(k, n, real and layout[1] == "T", dtype))
+                for m, k, n, layout in model_gemms(model, rows, spec["mode"])]
 
     def run():
         for a, b in operands:
-            torch.matmul(a, b)
+            torch.mm(a, b)
 
     times = common.timed(run, spec["warmup"], spec["repeats"], spec.get("min_time", 0.0))
     flops = sum(2.0 * a.shape[0] * a.shape[1] * b.shape[1] for a, b in operands)
-    return {**common.stats(times), "flops_per_step": flops, "n_gemms": len(operands), "rows": rows}
+    return {**common.stats(times), "flops_per_step": flops, "n_gemms": len(operands), "rows": rows,
+            "layouts": "autograd's" if real else "contiguous"}
 
 
 def bench_generate(spec: dict) -> dict:

@@ -114,11 +114,13 @@ def test_the_gemm_ceiling_runs_the_models_own_products():
     embed = ours_worker.model_gemms(model, rows, "embed")
     attention_scores = 4.0 * (model.config.default_embed_layer + 1) * shape.n_embd * shape.n_tokens
     per_token = ours_worker.embed_flops_per_token(model, shape) - attention_scores
-    assert sum(2 * m * k * n for m, k, n in embed) == pytest.approx(rows * per_token)
+    assert sum(2 * m * k * n for m, k, n, _ in embed) == pytest.approx(rows * per_token)
+    assert {layout for *_, layout in embed} == {"NT"}
     train = ours_worker.model_gemms(model, rows, "train")
     blocks = sum(p.numel() for p in model.blocks.parameters() if p.dim() >= 2)
     encoder = sum(p.numel() for p in model.encoders.parameters() if p.dim() >= 2)
-    assert sum(2 * m * k * n for m, k, n in train) == pytest.approx(3 * 2 * rows * (blocks + encoder))
+    assert sum(2 * m * k * n for m, k, n, _ in train) == pytest.approx(3 * 2 * rows * (blocks + encoder))
+    assert [layout for *_, layout in train[:3]] == ["NT", "NN", "TN"]
     result = ours_worker.bench_gemms({"shape": shape.to_json(), "dtype": "float32", "mode": "embed",
                                       "batch": 2, "warmup": 0, "repeats": 1})
-    assert result["n_gemms"] == len(embed) and result["rows"] == rows
+    assert result["n_gemms"] == len(embed) and result["rows"] == rows and result["layouts"] == "autograd's"

@@ -32,7 +32,7 @@ def _rel(a, b):
 
 
 @pytest.mark.parametrize("causal", [True, False])
-@pytest.mark.parametrize("chunk_bytes", [attn.CHUNK_BYTES, 2 * 2 * 24 * 24 * 4])  # whole batch; 2 + 1 objects
+@pytest.mark.parametrize("chunk_bytes", [attn.CHUNK_BYTES, 2 * 2 * 24 * 24 * 2])  # whole batch; 2 + 1 objects
 def test_recompute_matches_sdpa_to_bf16_rounding(causal, chunk_bytes, monkeypatch):
     monkeypatch.setattr(attn, "CHUNK_BYTES", chunk_bytes)
     q, k, v, grad = _qkv()
@@ -64,9 +64,9 @@ def test_sdpa_runs_wherever_recompute_does_not_apply(monkeypatch):
     attn.attention(q, k, v, mask, 0.0, False, "recompute")  # a mask
     attn.attention(q, k, v, None, 0.1, True, "recompute")  # dropout
     attn.attention(q, k[:, :, :4], v[:, :, :4], None, 0.0, False, "recompute")  # a KV cache's keys
-    monkeypatch.setattr(attn, "CHUNK_BYTES", 3 * 2 * 8 * 8 * 4 // 3 - 1)
+    monkeypatch.setattr(attn, "CHUNK_BYTES", 2 * 8 * 8 * 2 - 1)
     attn.attention(q, k, v, None, 0.0, True, "recompute")  # one object's probabilities exceed a chunk
-    monkeypatch.setattr(attn, "CHUNK_BYTES", 2 * 8 * 8 * 4)
+    monkeypatch.setattr(attn, "CHUNK_BYTES", 2 * 8 * 8 * 2)
     with torch.no_grad():
         attn.attention(q, k, v, None, 0.0, True, "recompute")  # inference
     assert calls == []

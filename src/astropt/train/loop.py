@@ -33,7 +33,7 @@ from astropt.errors import ConfigError, DataError, TrainingError
 from astropt.locks import output_lock
 from astropt.model.astropt import AstroPT
 from astropt.model.attention import resolve_attention_kernel, set_attention_kernel
-from astropt.runtime import allocator_hint, autocast, resolve_dtype
+from astropt.runtime import allocator_hint, autocast, resolve_dtype, tune_cpu_allocator
 from astropt.train import checkpoint as ckpt
 from astropt.train import distributed as dist_utils
 from astropt.train.export import export_weights
@@ -158,6 +158,10 @@ def build_engine(cfg: RunConfig, info: dist_utils.DistInfo) -> Engine:
     What ``astropt train`` runs, and what ``benchmarks.run`` times for a shipped config.
     """
     t = cfg.train
+    if info.device.type == "cpu":
+        tuned = tune_cpu_allocator(t.malloc)
+        if tuned and info.is_main:
+            log.info(tuned)
     torch.manual_seed(t.seed)  # the same initial weights on every rank
     model = AstroPT(cfg.model)
     if t.init_from not in ("scratch", "resume"):
