@@ -28,7 +28,7 @@ from astropt.config import (  # noqa: E402
     load_config,
 )
 from astropt.model import AstroPT  # noqa: E402
-from astropt.runtime import DistInfo, allocator_tuned  # noqa: E402
+from astropt.runtime import DistInfo, allocator_tuned, tune_cpu_allocator  # noqa: E402
 from astropt.tasks.demo import find_config  # noqa: E402
 from astropt.train import loop  # noqa: E402
 from astropt.train.optim import param_groups  # noqa: E402
@@ -153,6 +153,8 @@ def bench_train(spec: dict) -> dict:
 def bench_embed(spec: dict) -> dict:
     """Embeddings at the default layer (mean-pooled), batched, as ``astropt embed`` computes
     them (weights cast once to the dtype, autocast for the inputs); objects/s and FLOPs."""
+    if spec.get("malloc", "auto") == "auto":
+        tune_cpu_allocator()  # as `astropt embed` does on a CPU
     model, shape = build(spec)
     model.eval()
     dtype = getattr(torch, spec["dtype"])
@@ -167,7 +169,8 @@ def bench_embed(spec: dict) -> dict:
 
     times = common.timed(run, spec["warmup"], spec["repeats"], spec.get("min_time", 0.0))
     return {**common.stats(times), "objects_per_step": batch_size,
-            "flops_per_step": batch_size * shape.n_tokens * embed_flops_per_token(model, shape)}
+            "flops_per_step": batch_size * shape.n_tokens * embed_flops_per_token(model, shape),
+            "malloc_tuned": allocator_tuned()}
 
 
 def embed_flops_per_token(model: AstroPT, shape: common.Shape) -> float:

@@ -281,9 +281,8 @@ ATTENTION_KERNELS: tuple[str, ...] = get_args(AttentionKernelName)
 MallocName = Literal["auto", "system"]
 """The CPU allocator setting of a training run (``train.malloc``)."""
 COMPILE_MIN_OBJECTS = 20_000
-"""``astropt embed`` compiles jobs of at least this many objects by default: at the 24M
-model's 120 objects/s (bf16, 2 CPU cores) that is almost 3 minutes, against about 15 s of
-compilation (:func:`astropt.tasks.embed.resolve_compile`)."""
+"""``astropt embed`` on a GPU compiles bf16 jobs of at least this many objects by default
+(:func:`astropt.tasks.embed.resolve_compile`); on a CPU it compiles only when asked."""
 
 PoolName = Literal["mean", "mean_max", "mean_max_std", "last", "exp_decay", "none"]
 """How token embeddings are pooled into one vector per object (``none``: no pooling)."""

@@ -117,9 +117,10 @@ def tune_cpu_allocator(mode: str = "auto") -> str | None:
     top of the heap) to the kernel at once, so every step faults all of its activation pages
     in again, zeroed. ``auto`` (glibc only, nothing preloaded, no ``MALLOC_*`` or
     ``GLIBC_TUNABLES`` setting of the user's) serves every block from the heap (``mallopt``
-    ``M_MMAP_MAX`` 0) and trims the heap only past :data:`MALLOC_TRIM_BYTES`. Measured on the
-    24M bf16 training step (benchmarks/RESULTS.md, the allocator levers): 1.10x, with the same
-    peak memory; preloading tcmalloc is 1.14x. ``system`` leaves the allocator as it is.
+    ``M_MMAP_MAX`` 0) and trims the heap only past :data:`MALLOC_TRIM_BYTES`. Measured with
+    the 24M bf16 model (benchmarks/RESULTS.md): training steps 1.14x and embedding 1.6-1.9x,
+    at the same peak memory; preloading tcmalloc gains a few per cent more. ``system``
+    leaves the allocator as it is.
     Process-wide and done once; the memory stays the process's until it exits.
     """
     global _tuned
@@ -154,7 +155,7 @@ def allocator_hint() -> str | None:
 
     tcmalloc keeps the step's freed activation buffers too, and serves them faster than the
     tuned glibc allocator (:func:`tune_cpu_allocator`): measured on the 24M bf16 training
-    step (benchmarks/RESULTS.md), 1.14x against glibc's defaults, 1.03x against the tuning.
+    step (benchmarks/RESULTS.md), 1.19x against glibc's defaults, 1.05x against the tuning.
     A library cannot switch allocators once the process runs, so it is the user's choice, at
     launch.
     """

@@ -103,20 +103,16 @@ def test_compiled_embedding_equals_eager_and_is_not_mixed_on_resume(model_dir, s
     assert "compile" in caplog.text and "starting over" in caplog.text
 
 
-def test_compile_by_default_for_large_bf16_jobs_only(monkeypatch):
+def test_compile_by_default_for_large_bf16_gpu_jobs_only():
     import torch
 
     from astropt.config import COMPILE_MIN_OBJECTS
-    from astropt.model import attention
     from astropt.tasks.embed import resolve_compile
 
     bf16, fp32 = torch.bfloat16, torch.float32
-    monkeypatch.setattr(attention, "have_compiler", lambda: True)
-    assert resolve_compile(None, COMPILE_MIN_OBJECTS, "cpu", bf16)
-    assert not resolve_compile(None, COMPILE_MIN_OBJECTS - 1, "cpu", bf16)
-    assert not resolve_compile(None, COMPILE_MIN_OBJECTS, "cpu", fp32)
-    assert not resolve_compile(None, None, "cpu", bf16)  # a stream: only when asked
-    assert resolve_compile(True, 10, "cpu", fp32) and not resolve_compile(False, 10**9, "cpu", bf16)
-    monkeypatch.setattr(attention, "have_compiler", lambda: False)
-    assert not resolve_compile(None, COMPILE_MIN_OBJECTS, "cpu", bf16)
     assert resolve_compile(None, COMPILE_MIN_OBJECTS, "cuda:0", bf16)
+    assert not resolve_compile(None, COMPILE_MIN_OBJECTS - 1, "cuda:0", bf16)
+    assert not resolve_compile(None, COMPILE_MIN_OBJECTS, "cuda:0", fp32)
+    assert not resolve_compile(None, None, "cuda:0", bf16)  # a stream: only when asked
+    assert not resolve_compile(None, 10**9, "cpu", bf16)  # a CPU: only when asked
+    assert resolve_compile(True, 10, "cpu", fp32) and not resolve_compile(False, 10**9, "cuda:0", bf16)

@@ -61,7 +61,8 @@ def _embed(sub) -> None:
                    "streaming; files read in place), never prepared on disk; a rerun resumes where it stopped")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                    help="torch.compile the model's blocks: seconds of compilation for faster batches "
-                   f"(default: on for bf16 jobs of {COMPILE_MIN_OBJECTS:,} objects or more; streams: when asked)")
+                   f"(default: on for bf16 GPU jobs of {COMPILE_MIN_OBJECTS:,} objects or more; CPUs and streams: "
+                   "when asked)")
     p.set_defaults(func=run_embed)
 
 

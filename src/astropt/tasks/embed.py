@@ -35,7 +35,7 @@ from astropt.errors import DataError
 from astropt.locks import output_lock
 from astropt.model import AstroPT
 from astropt.model.astropt import main_embedding
-from astropt.runtime import autocast, barrier, resolve_dtype, setup, teardown
+from astropt.runtime import autocast, barrier, resolve_dtype, setup, teardown, tune_cpu_allocator
 from astropt.tasks.common import load_model, model_batches, used_modalities
 from astropt.tasks.embeddings import (  # noqa: F401  (re-exported: readers of what embed writes)
     MANIFEST_NAME,
@@ -86,14 +86,18 @@ def embed(
             HDF5 read in place); resumable from the saved stream positions (see
             :mod:`astropt.tasks.embed_stream`).
         compile: compile the model's blocks (``torch.compile``): seconds of compilation
-            for faster batches (1.7x for the bf16 24M model on CPU, benchmarks/RESULTS.md);
-            None: :func:`resolve_compile` (on for bf16 jobs of many objects, off otherwise).
+            for faster batches (1.02x for the bf16 24M model on CPU, benchmarks/RESULTS.md);
+            None: :func:`resolve_compile` (on for bf16 GPU jobs of many objects, off otherwise).
 
     ``out`` ending in ``.parquet`` is one merged file; any other name is a partitioned
     dataset: a folder of ``part-NNNNNN.parquet`` files and ``_manifest.json`` (provenance:
     model and its source, weights hash, layer, pooling, dtype, precision, preprocessing,
     row count), which pyarrow, DuckDB, Polars and Hugging Face ``datasets`` open directly,
     with no single-file merge (the shape for surveys of 10^8-10^9 objects).
+
+    On a CPU, glibc's allocator is tuned to keep freed memory for the next batch
+    (:func:`astropt.runtime.tune_cpu_allocator`; 1.38x on the bf16 24M model); setting any
+    of glibc's ``MALLOC_*`` variables leaves it as it is.
 
     ``data`` may be prepared shards or any raw source (a hub dataset id, a folder of
     images, a catalogue): it is then prepared for the model first, as the model's own
@@ -104,6 +108,10 @@ def embed(
     """
     out = Path(out)
     place = setup(device)  # under torchrun: the process group (Gloo on CPU, NCCL on GPU)
+    if place.device.type == "cpu":
+        tuned = tune_cpu_allocator()  # batches reuse their buffers (a MALLOC_* variable opts out)
+        if tuned and place.rank == 0:
+            log.info(tuned)
     try:
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
@@ -153,16 +161,16 @@ def _embed(model, data, out: Path, layer, pool, batch_size: int, dtype: str, dev
 
 
 def resolve_compile(compile: bool | None, n_objects: int | None, device: Any, dtype: torch.dtype) -> bool:
-    """Whether an embedding job compiles its model: as asked, or (None) when it has
-    :data:`~astropt.config.COMPILE_MIN_OBJECTS` objects or more, computes in bf16 (where
-    compiling was measured to win) and ``torch.compile`` can build kernels here (a GPU, or a
-    C++ compiler). A stream's length is unknown: it compiles only when asked."""
+    """Whether an embedding job compiles its model: as asked, or (None) on a GPU when it has
+    :data:`~astropt.config.COMPILE_MIN_OBJECTS` objects or more and computes in bf16. On a
+    CPU only when asked: once the allocator keeps the batches' buffers, compiling the bf16
+    24M model was measured 1.02x (benchmarks/RESULTS.md), not worth its seconds of
+    compilation below about 10^6 objects. A stream's length is unknown: it compiles only
+    when asked."""
     if compile is not None:
         return compile
-    from astropt.model.attention import have_compiler
-
     large = n_objects is not None and n_objects >= COMPILE_MIN_OBJECTS
-    return large and dtype == torch.bfloat16 and (str(device).startswith("cuda") or have_compiler())
+    return large and dtype == torch.bfloat16 and str(device).startswith("cuda")
 
 
 def model_meta(model: AstroPT, named: str | None, layer: int | None, all_layers: bool, pool: str,
