@@ -96,12 +96,15 @@ def resolve_dtype(name: str, device: str | torch.device, width: int | None = Non
 TCMALLOC = ("/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4", "/usr/lib/aarch64-linux-gnu/libtcmalloc_minimal.so.4")
 """Where Debian's ``libtcmalloc-minimal4`` puts tcmalloc."""
 _PRELOADED_ALLOCATORS = ("tcmalloc", "jemalloc", "mimalloc")
+MALLOC_MMAP_BYTES = 32 << 20
+"""``auto`` allocator tuning: blocks up to this size come from the heap and are reused; larger
+ones are mapped and returned to the kernel as before. 32 MiB is the most glibc allows."""
 MALLOC_TRIM_BYTES = 1 << 30
 """``auto`` allocator tuning: free memory at the top of the heap is returned to the kernel only
 past this much (glibc's default: 128 KiB)."""
 MALLOC_TOP_PAD_BYTES = 64 << 20
 """``auto`` allocator tuning: extra memory asked of the kernel each time the heap grows."""
-_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_MAX = -1, -2, -4  # glibc's mallopt parameters (malloc.h)
+_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3  # glibc's mallopt parameters (malloc.h)
 _tuned: str | None = None
 
 
@@ -113,15 +116,17 @@ def tune_cpu_allocator(mode: str = "auto") -> str | None:
     """Keep the memory of a CPU step for the next one: what was done (for the log), or None.
 
     A training step frees its activations and asks for the same sizes again on the next
-    step. glibc's allocator serves large blocks with ``mmap`` and returns them (and any free
-    top of the heap) to the kernel at once, so every step faults all of its activation pages
-    in again, zeroed. ``auto`` (glibc only, nothing preloaded, no ``MALLOC_*`` or
-    ``GLIBC_TUNABLES`` setting of the user's) serves every block from the heap (``mallopt``
-    ``M_MMAP_MAX`` 0) and trims the heap only past :data:`MALLOC_TRIM_BYTES`. Measured with
-    the 24M bf16 model (benchmarks/RESULTS.md): training steps 1.14x and embedding 1.6-1.9x,
-    at the same peak memory; preloading tcmalloc gains a few per cent more. ``system``
-    leaves the allocator as it is.
-    Process-wide and done once; the memory stays the process's until it exits.
+    step. glibc's allocator serves blocks past its mmap threshold (128 KiB, rising with use
+    up to 32 MiB) with ``mmap`` and returns them, and any free top of the heap, to the
+    kernel at once, so every step faults its activation pages in again, zeroed. ``auto``
+    (glibc only, nothing preloaded, no ``MALLOC_*`` or ``GLIBC_TUNABLES`` setting of the
+    user's) serves every block up to :data:`MALLOC_MMAP_BYTES` from the heap and trims the
+    heap only past :data:`MALLOC_TRIM_BYTES` (``mallopt``). Measured with the 24M bf16 model
+    (benchmarks/RESULTS.md): training steps 1.10x, embedding 1.2-1.8x (and steadier), at
+    the same peak memory. Serving every block from the heap (no mmap at all) was as fast there and 1.29x
+    on the astropt-20m config, whose blocks are larger, but raised its peak memory from 5.0
+    to 6.8 GB; preloading tcmalloc was 1.57x there at 5.3 GB (:func:`allocator_hint`).
+    ``system`` leaves the allocator as it is. Process-wide and done once.
     """
     global _tuned
     if mode == "system" or _tuned is not None:
@@ -136,12 +141,12 @@ def tune_cpu_allocator(mode: str = "auto") -> str | None:
         libc.gnu_get_libc_version  # noqa: B018 - glibc only: mallopt's parameters are glibc's
     except (OSError, AttributeError):
         return None
-    done = (libc.mallopt(_M_MMAP_MAX, 0) and libc.mallopt(_M_TRIM_THRESHOLD, MALLOC_TRIM_BYTES)
+    done = (libc.mallopt(_M_MMAP_THRESHOLD, MALLOC_MMAP_BYTES) and libc.mallopt(_M_TRIM_THRESHOLD, MALLOC_TRIM_BYTES)
             and libc.mallopt(_M_TOP_PAD, MALLOC_TOP_PAD_BYTES))
     if not done:
         return None
-    _tuned = (f"CPU run: glibc's allocator keeps freed memory for reuse (no mmap, trim past "
-              f"{MALLOC_TRIM_BYTES >> 20} MiB; train.malloc: system turns this off)")
+    _tuned = (f"CPU run: glibc's allocator keeps freed blocks of up to {MALLOC_MMAP_BYTES >> 20} MiB for reuse "
+              f"(train.malloc: system, or any MALLOC_* variable, turns this off)")
     return _tuned
 
 
@@ -153,9 +158,10 @@ def allocator_tuned() -> bool:
 def allocator_hint() -> str | None:
     """How to preload tcmalloc for a CPU run, when it is installed and not preloaded (else None).
 
-    tcmalloc keeps the step's freed activation buffers too, and serves them faster than the
-    tuned glibc allocator (:func:`tune_cpu_allocator`): measured on the 24M bf16 training
-    step (benchmarks/RESULTS.md), 1.19x against glibc's defaults, 1.05x against the tuning.
+    tcmalloc keeps the step's freed buffers of every size, at little more memory, and serves
+    them faster than the tuned glibc allocator (:func:`tune_cpu_allocator`): measured
+    (benchmarks/RESULTS.md) on the 24M bf16 training step 1.19x against glibc's defaults
+    (1.05x against the tuning), on the astropt-20m config 1.57x at 5.3 GB against 5.0.
     A library cannot switch allocators once the process runs, so it is the user's choice, at
     launch.
     """

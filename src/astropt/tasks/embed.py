@@ -96,7 +96,7 @@ def embed(
     with no single-file merge (the shape for surveys of 10^8-10^9 objects).
 
     On a CPU, glibc's allocator is tuned to keep freed memory for the next batch
-    (:func:`astropt.runtime.tune_cpu_allocator`; 1.38x on the bf16 24M model); setting any
+    (:func:`astropt.runtime.tune_cpu_allocator`; 1.2-1.8x on the bf16 24M model); setting any
     of glibc's ``MALLOC_*`` variables leaves it as it is.
 
     ``data`` may be prepared shards or any raw source (a hub dataset id, a folder of
