@@ -121,12 +121,14 @@ def tune_cpu_allocator(mode: str = "auto") -> str | None:
     kernel at once, so every step faults its activation pages in again, zeroed. ``auto``
     (glibc only, nothing preloaded, no ``MALLOC_*`` or ``GLIBC_TUNABLES`` setting of the
     user's) serves every block up to :data:`MALLOC_MMAP_BYTES` from the heap and trims the
-    heap only past :data:`MALLOC_TRIM_BYTES` (``mallopt``). Measured with the 24M bf16 model
-    (benchmarks/RESULTS.md): training steps 1.10x, embedding 1.2-1.8x (and steadier), at
-    the same peak memory. Serving every block from the heap (no mmap at all) was as fast there and 1.29x
-    on the astropt-20m config, whose blocks are larger, but raised its peak memory from 5.0
-    to 6.8 GB; preloading tcmalloc was 1.57x there at 5.3 GB (:func:`allocator_hint`).
-    ``system`` leaves the allocator as it is. Process-wide and done once.
+    heap only past :data:`MALLOC_TRIM_BYTES` (``mallopt``).
+
+    Measured with the 24M bf16 model (benchmarks/RESULTS.md): training steps 1.10x,
+    embedding 1.2-1.8x (and steadier), at the same peak memory. Serving every block from the
+    heap (no mmap at all) was as fast there and 1.29x on the astropt-20m config, whose
+    blocks are larger, but raised its peak memory from 5.0 to 6.8 GB; preloading tcmalloc
+    was 1.57x there at 5.3 GB (:func:`allocator_hint`). ``system`` leaves the allocator as
+    it is. Process-wide and done once.
     """
     global _tuned
     if mode == "system" or _tuned is not None:
@@ -160,8 +162,9 @@ def allocator_hint() -> str | None:
 
     tcmalloc keeps the step's freed buffers of every size, at little more memory, and serves
     them faster than the tuned glibc allocator (:func:`tune_cpu_allocator`): measured
-    (benchmarks/RESULTS.md) on the 24M bf16 training step 1.19x against glibc's defaults
-    (1.05x against the tuning), on the astropt-20m config 1.57x at 5.3 GB against 5.0.
+    (benchmarks/RESULTS.md) on the 24M bf16 training step 1.13-1.22x against glibc's
+    defaults (1.02-1.05x against the tuning), on the astropt-20m config 1.57x at 5.3 GB
+    against 5.0.
     A library cannot switch allocators once the process runs, so it is the user's choice, at
     launch.
     """

@@ -30,8 +30,8 @@ log = logging.getLogger(__name__)
 
 CHUNK_BYTES = 8 << 20
 """Largest probability block ``P`` (bf16) one chunk of the backward holds: 8 objects of 256
-tokens at 8 heads. Measured on AMX cores at 256 tokens: 8 MiB fastest, 4 MiB 1.0-1.1x
-slower, 1-2 MiB 1.2-1.5x, 16 MiB 1.7x."""
+tokens at 8 heads. Measured on AMX cores, 16 objects of 256 tokens: 8 MiB chunks 9.7-13.6
+ms, 4 MiB 10.3-10.4, 1-2 MiB 11.2-18.2, 16 MiB 16.7-17.6."""
 MAX_SHAPES = 8
 """Distinct chunk shapes compiled; further shapes use SDPA's own backward (no recompiles)."""
 PROFILE_RANGE = "astropt::attention_backward"
