@@ -153,8 +153,7 @@ def bench_train(spec: dict) -> dict:
 def bench_embed(spec: dict) -> dict:
     """Embeddings at the default layer (mean-pooled), batched, as ``astropt embed`` computes
     them (weights cast once to the dtype, autocast for the inputs); objects/s and FLOPs."""
-    if spec.get("malloc", "auto") == "auto":
-        tune_cpu_allocator()  # as `astropt embed` does on a CPU
+    tune_cpu_allocator(spec.get("malloc", "auto"))  # as `astropt embed` does on a CPU
     model, shape = build(spec)
     model.eval()
     dtype = getattr(torch, spec["dtype"])

@@ -113,7 +113,7 @@ def _preloaded_allocator() -> bool:
 
 
 def tune_cpu_allocator(mode: str = "auto") -> str | None:
-    """Keep the memory of a CPU step for the next one: what was done (for the log), or None.
+    """Keep the memory of a CPU step for the next one: what was done (logged on rank 0), or None.
 
     A training step frees its activations and asks for the same sizes again on the next
     step. glibc's allocator serves blocks past its mmap threshold (128 KiB, rising with use
@@ -149,6 +149,8 @@ def tune_cpu_allocator(mode: str = "auto") -> str | None:
         return None
     _tuned = (f"CPU run: glibc's allocator keeps freed blocks of up to {MALLOC_MMAP_BYTES >> 20} MiB for reuse "
               f"(train.malloc: system, or any MALLOC_* variable, turns this off)")
+    if rank_world()[0] == 0:
+        log.info(_tuned)
     return _tuned
 
 

@@ -109,9 +109,7 @@ def embed(
     out = Path(out)
     place = setup(device)  # under torchrun: the process group (Gloo on CPU, NCCL on GPU)
     if place.device.type == "cpu":
-        tuned = tune_cpu_allocator()  # batches reuse their buffers (a MALLOC_* variable opts out)
-        if tuned and place.rank == 0:
-            log.info(tuned)
+        tune_cpu_allocator()  # batches reuse their buffers (a MALLOC_* variable opts out)
     try:
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")

@@ -159,9 +159,7 @@ def build_engine(cfg: RunConfig, info: dist_utils.DistInfo) -> Engine:
     """
     t = cfg.train
     if info.device.type == "cpu":
-        tuned = tune_cpu_allocator(t.malloc)
-        if tuned and info.is_main:
-            log.info(tuned)
+        tune_cpu_allocator(t.malloc)
     torch.manual_seed(t.seed)  # the same initial weights on every rank
     model = AstroPT(cfg.model)
     if t.init_from not in ("scratch", "resume"):
