@@ -184,16 +184,14 @@ def embed_flops_per_token(model: AstroPT, shape: common.Shape) -> float:
 def model_gemms(model: AstroPT, rows: int, mode: str) -> list[tuple[int, int, int, str]]:
     """``(M, K, N, layout)`` of every matrix product of the model's Linear layers for ``rows``
     tokens: the forward of the token encoder and the blocks up to the embedding layer
-    (``embed``), or forward and backward of the encoder and every block (``train``).
+    (``embed``), or forward and backward of the encoder, every block and the decoder
+    (``train``).
 
     ``layout`` is how the operands lie in memory when autograd runs them (``T``: the operand
     is a transposed view): the forward ``X W^T`` is ``NT`` (the weight is stored ``(N, K)``),
     the input gradient ``dY W`` is ``NN`` and the weight gradient ``dY^T X`` is ``TN``. The
     AMX kernels run a transposed left operand about 1.5x slower (benchmarks/RESULTS.md)."""
-    blocks = list(model.blocks)
-    if mode == "embed":
-        blocks = blocks[: model.config.default_embed_layer + 1]
-    linears = [m for part in (model.encoders, *blocks) for m in part.modules() if isinstance(m, torch.nn.Linear)]
+    linears = [m for part in _parts_run(model, mode) for m in part.modules() if isinstance(m, torch.nn.Linear)]
     shapes = []
     for layer in linears:
         n, k = layer.weight.shape
@@ -201,6 +199,14 @@ def model_gemms(model: AstroPT, rows: int, mode: str) -> list[tuple[int, int, in
         if mode == "train":
             shapes += [(rows, n, k, "NN"), (n, rows, k, "TN")]
     return shapes
+
+
+def _parts_run(model: AstroPT, mode: str) -> list[torch.nn.Module]:
+    """The modules a pass runs: the token encoders and the blocks up to the embedding layer
+    (``embed``), or the encoders, every block and the decoders (``train``)."""
+    if mode == "embed":
+        return [model.encoders, *list(model.blocks)[: model.config.default_embed_layer + 1]]
+    return [model.encoders, *model.blocks, model.decoders]
 
 
 def _operand(rows: int, cols: int, transposed: bool, dtype: torch.dtype) -> torch.Tensor:
@@ -213,20 +219,114 @@ def bench_gemms(spec: dict) -> dict:
     the MFU a step of it can reach. ``layouts: false`` times every product with contiguous
     operands instead."""
     model, shape = build(spec)
-    dtype = getattr(torch, spec["dtype"])
     rows = spec.get("batch", shape.batch) * shape.n_tokens
     real = spec.get("layouts", True)
-    operands = [(_operand(m, k, real and layout[0] == "T", dtype), _operand(k, n, real and layout[1] == "T", dtype))
-                for m, k, n, layout in model_gemms(model, rows, spec["mode"])]
+    run, flops, n = _gemms(model, rows, spec["mode"], getattr(torch, spec["dtype"]), real)
+    times = common.timed(run, spec["warmup"], spec["repeats"], spec.get("min_time", 0.0))
+    return {**common.stats(times), "flops_per_step": flops, "n_gemms": n, "rows": rows,
+            "layouts": "autograd's" if real else "contiguous"}
+
+
+def _gemms(model: AstroPT, rows: int, mode: str, dtype: torch.dtype, layouts: bool) -> tuple[Callable[[], None], float, int]:
+    """A call that runs the model's matrix products (:func:`model_gemms`) back to back into
+    outputs allocated once (the products alone, not the allocator), their FLOPs and count."""
+    operands = [(_operand(m, k, layouts and layout[0] == "T", dtype), _operand(k, n, layouts and layout[1] == "T", dtype),
+                 torch.empty(m, n, dtype=dtype)) for m, k, n, layout in model_gemms(model, rows, mode)]
 
     def run():
-        for a, b in operands:
-            torch.mm(a, b)
+        for a, b, out in operands:
+            torch.mm(a, b, out=out)
 
-    times = common.timed(run, spec["warmup"], spec["repeats"], spec.get("min_time", 0.0))
-    flops = sum(2.0 * a.shape[0] * a.shape[1] * b.shape[1] for a, b in operands)
-    return {**common.stats(times), "flops_per_step": flops, "n_gemms": len(operands), "rows": rows,
-            "layouts": "autograd's" if real else "contiguous"}
+    flops = sum(2.0 * a.shape[0] * a.shape[1] * b.shape[1] for a, b, _ in operands)
+    return run, flops, len(operands)
+
+
+def bench_floor(spec: dict) -> dict:
+    """Every kernel of a bf16 step of the model, each timed alone at its shapes (best of the
+    repeats, warm, its inputs ready) and summed by class: the fastest step those kernels
+    allow, had nothing else to run between them. ``mode`` ``embed``: the forward of
+    ``astropt embed`` (encoder and blocks up to the embedding layer); ``train``: one optimizer
+    step as ``bench_train`` runs it (cast-once bf16 weights, the ``recompute`` attention,
+    fused AdamW; gradient clipping where the run has it). The MFU it implies bounds what the step can
+    reach with these kernels (the report sets it beside the target)."""
+    from astropt.model.attention import attention
+    from astropt.model.transformer import MLP, TokenMLP
+
+    tune_cpu_allocator(spec.get("malloc", "auto"))
+    mode, dtype = spec["mode"], torch.bfloat16
+    model, shape = build(spec)
+    batch = spec.get("batch", shape.batch)
+    rows, c, t = batch * shape.n_tokens, shape.n_embd, shape.n_tokens
+    train = mode == "train"
+    parts = _parts_run(model, mode)
+    blocks = [p for p in parts if isinstance(p, type(model.blocks[0]))]
+    hidden = [m.c_fc.out_features for part in parts for m in part.modules()
+              if isinstance(m, MLP) or (isinstance(m, TokenMLP) and m.kind == "aim")]
+    timed = {}
+
+    def time_of(fn: Callable[[], object]) -> float:
+        return min(common.timed(fn, spec["warmup"], spec["repeats"], spec.get("min_time", 0.0)))
+
+    def leaf(*size: int) -> torch.Tensor:
+        return torch.randn(*size, dtype=dtype).requires_grad_(train)
+
+    def fwd_bwd(fn: Callable[[], torch.Tensor], grad: torch.Tensor) -> Callable[[], object]:
+        if not train:
+            return lambda: fn()
+        return lambda: fn().backward(grad)
+
+    context = torch.enable_grad() if train else torch.no_grad()
+    with context:
+        timed["matmul"] = time_of(_gemms(model, rows, mode, dtype, layouts=True)[0])
+        heads = shape.n_head
+        q, k, v = (leaf(batch, heads, t, c // heads) for _ in range(3))
+        kernel = "recompute" if train else "sdpa"
+        timed["attention"] = len(blocks) * time_of(
+            fwd_bwd(lambda: attention(q, k, v, None, 0.0, True, kernel), torch.randn_like(q)))
+        norm = torch.nn.LayerNorm(c, bias=False).to(dtype).requires_grad_(train)
+        x = leaf(rows, c)
+        n_norms = 2 * len(blocks) + (1 if train else 0)  # ln_f runs before the decoders
+        norms = n_norms * time_of(fwd_bwd(lambda: norm(x), torch.randn_like(x)))
+        gelus = 0.0  # gelu_tanh's bf16 CPU kernels (the exact form), into outputs allocated once
+        for width in hidden:
+            h, g, out = (torch.randn(rows, width, dtype=dtype) for _ in range(3))
+            gelus += time_of(lambda h=h, out=out: torch.ops.aten.gelu.out(h, out=out))
+            if train:
+                gelus += time_of(lambda h=h, g=g, out=out: torch.ops.aten.gelu_backward.grad_input(g, h, grad_input=out))
+        timed["norms and GELU"] = norms + gelus
+        y = torch.randn(rows, c, dtype=dtype)
+        # residual adds: two per block forward, and as many gradient sums backward
+        timed["other"] = (4 if train else 2) * len(blocks) * time_of(lambda: x.detach() + y)
+    if train:
+        cfg, _ = run_config(spec)
+        engine = loop.build_engine(cfg, DistInfo(device=torch.device("cpu")))
+        master = [p for p in engine.model.parameters() if p.requires_grad]
+        compute = engine.compute
+        grads16 = [torch.randn(p.shape, dtype=dtype) for p in master]
+
+        def casts():
+            compute.pull()
+            for p, g in zip(compute._compute, grads16, strict=True):
+                p.grad = g
+            for p in master:
+                p.grad = None
+            compute.push_grads()
+
+        timed["casts"] = time_of(casts)
+        for p in master:
+            p.grad = torch.randn_like(p)
+
+        def optimizer():
+            if cfg.train.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(master, cfg.train.grad_clip)
+            engine.optimizer.step()
+
+        timed["optimizer"] = time_of(optimizer)
+        flops = rows * common.train_flops_per_token(matmul_params(engine.model), shape.n_layer, c, t)
+    else:
+        flops = rows * embed_flops_per_token(model, shape)
+    return {"classes_s": timed, "floor_s": sum(timed.values()), "flops_per_step": flops, "rows": rows,
+            "mode": mode, "batch": batch, "malloc_tuned": allocator_tuned()}
 
 
 def bench_generate(spec: dict) -> dict:
@@ -340,6 +440,7 @@ HANDLERS = {
     "train": bench_train,
     "embed": bench_embed,
     "gemms": bench_gemms,
+    "floor": bench_floor,
     "generate": bench_generate,
     "parity": bench_parity,
     "data": bench_data,

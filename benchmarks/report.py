@@ -154,6 +154,8 @@ def render(results: dict) -> str:
         rows = [[key, str(r["n_gemms"]), f"{r['rows']:,}", _f(r["flops_per_step"] / r["time_s"] / 1e9, 0),
                  _mfu(r, r["flops_per_step"], _peak(results, "bfloat16"))] for key, r in results["ceiling"].items()]
         out += _table(["model/pass/batch", "products", "rows (tokens)", "GFLOP/s", "of the bf16 peak"], rows) + [""]
+    if results.get("floor"):
+        out += _floor_lines(results)
     if results.get("generate"):
         gen = results["generate"]
         bw = gen.get("bandwidth", {}).get("bytes_per_s")
@@ -216,3 +218,29 @@ def _defaults_line(results: dict) -> list[str]:
                 f"{ratio:.2f}x tokens/s"
             )
     return lines
+
+
+def _measured_step(results: dict, mode: str, batch: int) -> dict | None:
+    """Our measured bf16 step of the same work in this run, where a section timed it."""
+    if mode == "embed":
+        pair = (results.get("embed") or {}).get("24M/bfloat16")
+    else:
+        pair = (results.get("train") or {}).get("24M/bfloat16") if batch == 8 else None
+    return pair["ours"] if pair else None
+
+
+def _floor_lines(results: dict) -> list[str]:
+    peak = _peak(results, "bfloat16")
+    out = ["### The floor: every kernel of the 24M bf16 step timed alone, summed (best of the rounds)", "",
+           "Milliseconds per step by op class; the MFU the sum allows beside the target and the measured step.", ""]
+    classes = ["matmul", "attention", "norms and GELU", "casts", "optimizer", "other"]
+    rows = []
+    for key, r in results["floor"].items():
+        parts = r["classes_s"]
+        measured = _measured_step(results, r["mode"], r["batch"])
+        rows.append([key] + [_f(1e3 * parts[c]) if c in parts else "-" for c in classes]
+                    + [_f(1e3 * r["floor_s"]), _mfu(r, r["flops_per_step"], peak), f"{100 * r['target_mfu']:.0f}%",
+                       _f(1e3 * measured["time_s"]) if measured else "-",
+                       _mfu(measured, measured.get("flops_per_step"), peak) if measured else "-"])
+    return out + _table(["model/pass/batch", *classes, "floor ms", "floor MFU", "target", "measured ms",
+                         "measured MFU"], rows) + [""]

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks import common, report, run  # noqa: E402
@@ -117,10 +118,46 @@ def test_the_gemm_ceiling_runs_the_models_own_products():
     assert sum(2 * m * k * n for m, k, n, _ in embed) == pytest.approx(rows * per_token)
     assert {layout for *_, layout in embed} == {"NT"}
     train = ours_worker.model_gemms(model, rows, "train")
-    blocks = sum(p.numel() for p in model.blocks.parameters() if p.dim() >= 2)
-    encoder = sum(p.numel() for p in model.encoders.parameters() if p.dim() >= 2)
-    assert sum(2 * m * k * n for m, k, n, _ in train) == pytest.approx(3 * 2 * rows * (blocks + encoder))
+    # forward and backward of every Linear weight, decoders included: the 6 N of the
+    # training FLOP count (whose N also holds the few norm weights)
+    linear = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
+    assert sum(2 * m * k * n for m, k, n, _ in train) == pytest.approx(3 * 2 * rows * linear)
+    assert linear == pytest.approx(ours_worker.matmul_params(model), rel=0.01)
     assert [layout for *_, layout in train[:3]] == ["NT", "NN", "TN"]
     result = ours_worker.bench_gemms({"shape": shape.to_json(), "dtype": "float32", "mode": "embed",
                                       "batch": 2, "warmup": 0, "repeats": 1})
     assert result["n_gemms"] == len(embed) and result["rows"] == rows and result["layouts"] == "autograd's"
+
+
+@pytest.mark.parametrize("mode", ["embed", "train"])
+def test_the_floor_sums_every_kernel_class_of_the_step(mode):
+    """The floor times each op class of the step alone, sums them, and counts the step's
+    FLOPs as the embed and train benchmarks do (so their MFUs compare)."""
+    from benchmarks import ours_worker
+
+    shape = common.SHAPES["tiny-cpu"]
+    spec = {"shape": shape.to_json(), "dtype": "bfloat16", "mode": mode, "batch": 2, "warmup": 0, "repeats": 1}
+    result = ours_worker.bench_floor(spec)
+    expected = {"matmul", "attention", "norms and GELU", "other"} | ({"casts", "optimizer"} if mode == "train" else set())
+    assert set(result["classes_s"]) == expected
+    assert all(t > 0 for t in result["classes_s"].values())
+    assert result["floor_s"] == pytest.approx(sum(result["classes_s"].values()))
+    model, _ = ours_worker.build(spec)
+    rows = 2 * shape.n_tokens
+    if mode == "train":
+        per_token = common.train_flops_per_token(ours_worker.matmul_params(model), shape.n_layer, shape.n_embd,
+                                                 shape.n_tokens)
+    else:
+        per_token = ours_worker.embed_flops_per_token(model, shape)
+    assert result["flops_per_step"] == pytest.approx(rows * per_token)
+
+
+def test_report_sets_the_floor_beside_the_target_and_the_measured_step():
+    floor = {"classes_s": {"matmul": 0.6, "attention": 0.2, "norms and GELU": 0.1, "other": 0.1}, "floor_s": 1.0,
+             "time_s": 1.0, "flops_per_step": 4e11, "mode": "embed", "batch": 32, "target_mfu": 0.7}
+    measured = {"time_s": 1.25, "flops_per_step": 4e11, "objects_per_step": 32}
+    results = {"peak": {"bfloat16": {"flops": 1e12}}, "floor": {"24M/embed/batch 32": floor},
+               "embed": {"24M/bfloat16": {"ours": measured, "ref": None, "speedup": None}}}
+    line = next(x for x in report._floor_lines(results) if x.startswith("| 24M/embed"))
+    # 4e11 FLOP in 1 s of a 1e12 FLOP/s peak: 40%, against 70%; the measured 1.25 s is 32%
+    assert "| 600.0 | 200.0 | 100.0 | - | - | 100.0 | 1,000 | 40% | 70% | 1,250 | 32% |" in line
