@@ -247,8 +247,10 @@ def bench_floor(spec: dict) -> dict:
     allow, had nothing else to run between them. ``mode`` ``embed``: the forward of
     ``astropt embed`` (encoder and blocks up to the embedding layer); ``train``: one optimizer
     step as ``bench_train`` runs it (cast-once bf16 weights, the ``recompute`` attention,
-    fused AdamW; gradient clipping where the run has it). The MFU it implies bounds what the step can
-    reach with these kernels (the report sets it beside the target)."""
+    fused AdamW; gradient clipping where the run has it). The small ops (the loss, position
+    lookups, pooling) are left out, so the sum is a lower bound of the step's time, and the
+    MFU it implies an upper bound of what the step can reach with these kernels (the report
+    sets it beside the target)."""
     from astropt.model.attention import attention
     from astropt.model.transformer import MLP, TokenMLP
 
@@ -300,13 +302,15 @@ def bench_floor(spec: dict) -> dict:
     if train:
         cfg, _ = run_config(spec)
         engine = loop.build_engine(cfg, DistInfo(device=torch.device("cpu")))
-        master = [p for p in engine.model.parameters() if p.requires_grad]
-        compute = engine.compute
+        def trainable(module: torch.nn.Module) -> list[torch.nn.Parameter]:
+            return [p for p in module.parameters() if p.requires_grad]
+
+        master, compute = trainable(engine.model), engine.compute
         grads16 = [torch.randn(p.shape, dtype=dtype) for p in master]
 
         def casts():
             compute.pull()
-            for p, g in zip(compute._compute, grads16, strict=True):
+            for p, g in zip(trainable(compute.module), grads16, strict=True):
                 p.grad = g
             for p in master:
                 p.grad = None
