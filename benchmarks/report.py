@@ -222,11 +222,11 @@ def _defaults_line(results: dict) -> list[str]:
 
 def _measured_step(results: dict, mode: str, batch: int) -> dict | None:
     """Our measured bf16 step of the same work in this run, where a section timed it."""
-    if mode == "embed":
-        pair = (results.get("embed") or {}).get("24M/bfloat16")
-    else:
-        pair = (results.get("train") or {}).get("24M/bfloat16") if batch == 8 else None
-    return pair["ours"] if pair else None
+    pair = (results.get(mode) or {}).get("24M/bfloat16")
+    if not pair:
+        return None
+    ours = pair["ours"]
+    return ours if ours.get("batch", ours.get("objects_per_step")) == batch else None
 
 
 def _floor_lines(results: dict) -> list[str]:
